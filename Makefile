@@ -1,0 +1,44 @@
+# perennial: `make run` and `make test` are all a new user needs; both set up .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup run test test-slow lint data bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# The default job: the NOAA weather stream, stateful updates with replay. Extra overrides: make run ARGS="update=stateless"
+run: $(STAMP)
+	$(VENV)/bin/perennial-run $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts
+
+# Fast suite (slow end-to-end runs on full real streams are marked `slow`).
+test: $(STAMP) lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+# Fashion-MNIST ships as a Debian package; torchvision's downloader is the fallback for online machines.
+data:
+	@if [ -f $(FASHION_MNIST) ]; then echo "Fashion-MNIST present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		&& echo "installed dataset-fashion-mnist"; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or go online)"; fi
+
+bench: $(STAMP) data
+	$(PY) scripts/bench_update.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

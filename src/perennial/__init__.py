@@ -1,0 +1,3 @@
+"""perennial: keep deep models fresh in production."""
+
+__version__ = "0.1.0"

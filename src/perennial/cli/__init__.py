@@ -1,0 +1,1 @@
+"""Command-line entry points: ``perennial-run`` and ``perennial-registry``."""

@@ -1,0 +1,117 @@
+"""``perennial-registry``: look at a registry's lineage and versions, and let a human promote or roll back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from perennial.registry.store import Registry, UnknownVersion, describe
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perennial-registry", description="Inspect a perennial model registry and change its champion."
+    )
+    parser.add_argument(
+        "registry", type=Path, metavar="REGISTRY_DIR", help="the registry directory (holds index.sqlite)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="print the lineage tree and the champion")
+    show = commands.add_parser("show", help="print one version's record and the gate's decisions about it")
+    show.add_argument("version")
+    promote = commands.add_parser("promote", help="make VERSION the champion (overrides a rejection)")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="promoted by hand", help="recorded in the champion history")
+    rollback = commands.add_parser("rollback", help="restore the champion that the current one replaced")
+    rollback.add_argument("--reason", default="rolled back by hand", help="recorded in the champion history")
+    return parser
+
+
+def _list(registry: Registry) -> None:
+    print(registry.lineage_tree() or "(no versions)")
+    print(f"champion: {registry.champion() or 'none'}")
+
+
+def _show(registry: Registry, version: str) -> None:
+    record = asdict(registry.get(version))
+    for name, value in record.items():
+        if isinstance(value, dict) and value:
+            print(f"{name}:")
+            print("  " + json.dumps(value, indent=2, sort_keys=True).replace("\n", "\n  "))
+        else:
+            print(
+                f"{name}: {json.dumps(value) if isinstance(value, dict | list) or value is None else value}"
+            )
+    decisions = registry.decisions(version)
+    print("decisions:" if decisions else "decisions: none")
+    for d in decisions:
+        numbers = json.dumps(d["numbers"], sort_keys=True)
+        print(f"  window {d['window']}  {d['decision']}  {numbers}  ({d['at']})")
+    history = registry.champion_history(version)
+    if history:
+        print("champion history:")
+        for h in history:
+            change = f"{h['previous'] or '-'} -> {h['version']}"
+            reason = f"  {h['reason']}" if h["reason"] else ""
+            print(f"  {h['action']}: {change}  window {h['window']}{reason}  ({h['at']})")
+
+
+def _promote(registry: Registry, version: str, reason: str) -> None:
+    before = registry.get(version).status
+    if before == "champion":
+        print(f"{version} is already the champion")
+        return
+    previous = registry.promote(version, reason=reason, override=True)
+    note = f" (overriding its {before} status)" if before in ("rejected", "rolled_back") else ""
+    print(f"promoted {version} to champion{note}")
+    if previous is not None:
+        print(f"retired {previous}")
+    print(describe(registry.get(version)))
+
+
+def _rollback(registry: Registry, reason: str) -> None:
+    current = registry.champion()
+    restored = registry.rollback(reason=reason)
+    print(f"rolled back {current}; champion is {restored} again")
+    print(describe(registry.get(restored)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        # create=False: a mistyped path must not leave an empty registry behind.
+        registry = Registry(args.registry, create=False)
+    except FileNotFoundError:
+        print(f"no registry at {args.registry}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "list":
+            _list(registry)
+        elif args.command == "show":
+            _show(registry, args.version)
+        elif args.command == "promote":
+            _promote(registry, args.version, args.reason)
+        elif args.command == "rollback":
+            _rollback(registry, args.reason)
+    except UnknownVersion as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except sqlite3.OperationalError as err:
+        # Most likely the training loop holds the write lock; a retry later will do.
+        print(f"registry at {args.registry} is busy: {err}", file=sys.stderr)
+        return 1
+    finally:
+        registry.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""`perennial-run`: the continuous-deployment job, a Hydra app configured from conf/run.yaml."""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from perennial.data.window import DataError
+from perennial.learn.module import ClassifierModule
+from perennial.loop import ContinuousDeployment, LoopSettings
+from perennial.registry import Registry
+from perennial.report import print_summary, summarize, write_outputs
+
+CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+
+
+def run_dir(base: str, stamp: str, resume: object) -> str:
+    """A new ``base/<time>`` directory, or with ``resume`` the run to continue.
+
+    ``resume=true`` picks the newest run under ``base`` that has a registry; a path picks that run.
+    """
+    if resume in (False, None, "false", "False"):
+        return f"{base}/{stamp}"
+    if resume not in (True, "true", "True"):
+        return str(resume)
+    runs = sorted(p for p in Path(base).glob("*") if (p / "registry" / "index.sqlite").exists())
+    if not runs:
+        raise FileNotFoundError(f"resume=true, but no run to resume under {base}/; start one without resume")
+    return str(runs[-1])
+
+
+OmegaConf.register_new_resolver("perennial_run_dir", run_dir, use_cache=True, replace=True)
+
+
+def build_module(backbone_factory, in_shape: tuple[int, ...], n_classes: int) -> ClassifierModule:
+    return ClassifierModule(backbone_factory(in_shape=in_shape, n_classes=n_classes), n_classes)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Build every part from the config, run the loop, write the outputs; returns the summary."""
+    out = Path(HydraConfig.get().runtime.output_dir)
+    stream = instantiate(cfg.data)
+    build = partial(build_module, instantiate(cfg.model), tuple(stream.feature_shape), stream.n_classes)
+    registry = Registry(cfg.registry_dir or out / "registry")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("resume", "progress"):  # may differ between a run and its resumption
+        config.pop(key, None)
+    loop = ContinuousDeployment(
+        stream=stream,
+        build=build,
+        update=instantiate(cfg.update),
+        trigger=instantiate(cfg.trigger),
+        gate=instantiate(cfg.gate),
+        buffer=instantiate(cfg.strategy.buffer) if cfg.strategy.buffer is not None else None,
+        registry=registry,
+        run_dir=out,
+        settings=LoopSettings(seed=cfg.seed, **cfg.loop),
+        trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
+        config=config,
+        progress=cfg.progress,
+    )
+    state = loop.run(resume=bool(cfg.resume))
+    matrix = loop.accuracy_matrix()
+    summary = summarize(state, registry, matrix, stream, recent=cfg.recent_windows)
+    write_outputs(out, summary, state, matrix, stream)
+    print_summary(summary, out)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
+        # Bad input is the user's to fix: say what is wrong, without a stack trace.
+        print(f"perennial-run: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""Windows from a user's own CSV or Parquet table: checked, encoded and cut by time period or row count."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from perennial.data.window import DataError, DataIssue, Stream, Window
+
+SEPARATORS = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
+BAD_ROW_POLICIES = ("quarantine", "error")
+MAX_CATEGORIES = 50  # more distinct values than this is an id or free text, not a category
+NUMERIC_SHARE = 0.9  # a text column this numeric is a numeric column with typos
+MAX_QUARANTINED_SHARE = 0.5  # beyond this the file is wrong, not a few rows
+
+
+def windows_by_count(x: np.ndarray, y: np.ndarray, time: np.ndarray, size: int) -> list[Window]:
+    """Cut rows already in time order into windows of ``size`` consecutive rows (the last may be shorter).
+
+    Shared by every stream whose windows are row counts; ``start``/``end`` are the first/last time.
+    """
+    windows = []
+    for k, start in enumerate(range(0, len(y), size)):
+        rows = slice(start, start + size)
+        times = time[rows]
+        windows.append(Window(k, _scalar(times[0]), _scalar(times[-1]), x[rows], y[rows], times))
+    return windows
+
+
+def _scalar(value: object) -> object:
+    # numpy scalars print badly in window labels; plain Python values and Timestamps do not
+    if isinstance(value, np.datetime64):
+        return pd.Timestamp(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _sorted_values(values: Sequence) -> list:
+    """Distinct values in a stable order; mixed types (``1`` and ``"a"``) fall back to text order."""
+    distinct = list(pd.unique(pd.Series(values).dropna()))
+    distinct = [v.item() if isinstance(v, np.generic) else v for v in distinct]
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return sorted(distinct, key=str)
+
+
+def _parse_window(window: str | int) -> int | pd.Timedelta:
+    """A row count (``500``, ``"500"``) or a fixed duration (``"7D"``, ``"1h"``, ``"30min"``)."""
+    if isinstance(window, str) and window.strip().isdigit():
+        window = int(window)
+    if isinstance(window, int) and not isinstance(window, bool):
+        if window < 1:
+            raise ValueError(f"window must be a positive row count or a duration like '7D'; got {window!r}")
+        return window
+    try:
+        period = pd.Timedelta(window)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"window must be a row count (e.g. 500) or a fixed duration (e.g. '7D', '1h', '30min'); "
+            f"got {window!r}"
+        ) from err
+    if period <= pd.Timedelta(0):
+        raise ValueError(f"window must be a positive duration; got {window!r}")
+    return period
+
+
+@dataclass
+class TableStream(Stream):
+    """Any CSV, TSV or Parquet file with a time column and a target column, as a stream of windows.
+
+    Features are every column but ``time_column`` and ``target`` (or just ``features``). Text, category
+    and bool columns (or those listed in ``categorical``) are one-hot encoded over the categories of
+    the whole file, so ``feature_shape`` never changes; a missing category encodes as all zeros.
+    Numeric columns are standardised with the mean and std of the first window only (no look-ahead).
+    Timezone-aware times are converted to UTC.
+
+    ``window`` is a duration (``"7D"``: consecutive periods from the first timestamp; empty periods
+    are skipped and reported, one ``empty_window`` issue per run of empty periods) or a row count.
+    ``classes`` defaults to the sorted distinct targets of the whole file.
+
+    Rows without a time or a target, blank lines, and rows with NaN/inf in a numeric feature are set
+    aside in ``quarantine`` with a reason (``on_bad_rows="error"`` raises instead). Anything else
+    wrong with the file raises :class:`DataError` naming the file, the column and the row; rows are
+    0-based data rows, and for text files the line number in the file is given too.
+
+    >>> stream = TableStream("sales.csv", time_column="date", target="churned", window="7D")  # doctest: +SKIP
+    """
+
+    path: str | Path
+    time_column: str
+    target: str
+    window: str | int = "7D"
+    _: KW_ONLY
+    features: Sequence[str] | None = None
+    categorical: Sequence[str] | None = None
+    classes: list | None = None  # overrides Stream.classes so the user may declare them
+    on_bad_rows: str = "quarantine"
+    feature_names: list[str] = field(init=False, default_factory=list)
+    _windows: list[Window] = field(init=False, repr=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).expanduser()
+        self.name = self.path.stem
+        period = _parse_window(self.window)
+        if self.on_bad_rows not in BAD_ROW_POLICIES:
+            raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}; got {self.on_bad_rows!r}")
+        if self.classes is not None and len(self.classes) == 0:
+            raise ValueError("classes, when given, must list at least one class")
+
+        frame = self._read()
+        features, categorical = self._feature_columns(frame)
+        times, missing_time = self._parse_time(frame[self.time_column], period)
+        y, missing_target = self._encode_target(frame[self.target])
+        numeric, numeric_cols, onehot = self._encode_features(frame, features, categorical)
+
+        bad = self._quarantine(frame, missing_time, missing_target, numeric, numeric_cols)
+        keep = np.flatnonzero(~bad)
+        order = keep[np.argsort(times[keep], kind="stable")]
+        times, y, numeric, onehot = times[order], y[order], numeric[order], onehot[order]
+
+        # standardise with the first window's statistics only, so no window sees the future
+        if isinstance(period, pd.Timedelta):
+            first = int((times < times[0] + period.to_timedelta64()).sum())
+        else:
+            first = period
+        mean = numeric[:first].mean(axis=0)
+        std = numeric[:first].std(axis=0)
+        std[~(std > 0)] = 1.0
+        x = np.hstack([(numeric - mean) / std, onehot]).astype(np.float32)
+
+        self.feature_shape = (x.shape[1],)
+        if isinstance(period, int):
+            self._windows = windows_by_count(x, y, times, period)
+        else:
+            self._windows = self._windows_by_period(x, y, times, period)
+
+    def windows(self) -> list[Window]:
+        return self._windows
+
+    # -- reading and checking -------------------------------------------------------------------
+
+    def _at(self, row: int) -> str:
+        """Where a data row is, in words a user can find in the file."""
+        if SEPARATORS[self.path.suffix.lower()] is None:
+            return f"row {row}"
+        return f"row {row} (line {row + 2} of the file)"  # line 1 is the header
+
+    def _read(self) -> pd.DataFrame:
+        suffix = self.path.suffix.lower()
+        if suffix not in SEPARATORS:
+            raise DataError(
+                f"{self.path}: unsupported file type {suffix or '(no suffix)'!r}; "
+                f"accepted: {', '.join(SEPARATORS)}"
+            )
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: file not found")
+        try:
+            if SEPARATORS[suffix] is None:
+                frame = pd.read_parquet(self.path)
+            else:
+                # blank lines kept as empty rows so that row numbers map to line numbers
+                frame = pd.read_csv(
+                    self.path, sep=SEPARATORS[suffix], skip_blank_lines=False, low_memory=False
+                )
+        except Exception as err:
+            raise DataError(f"{self.path}: cannot read the file as {suffix[1:]}: {err}") from err
+        if not isinstance(frame.index, pd.RangeIndex):  # Parquet written from a frame indexed by time
+            frame = frame.reset_index()
+        if frame.empty:
+            raise DataError(f"{self.path}: the file has no data rows")
+        return frame.reset_index(drop=True)
+
+    def _feature_columns(self, frame: pd.DataFrame) -> tuple[list[str], set[str]]:
+        features = (
+            list(self.features)
+            if self.features is not None
+            else [c for c in frame.columns if c not in (self.time_column, self.target)]
+        )
+        categorical = list(self.categorical or [])
+        roles = [(self.time_column, "time_column"), (self.target, "target")]
+        roles += [(c, "features") for c in features] + [(c, "categorical") for c in categorical]
+        for column, role in roles:
+            if column not in frame.columns:
+                raise DataError(
+                    f"{self.path}: column {column!r} ({role}) not found; "
+                    f"the file has columns {list(frame.columns)}"
+                )
+        for column in (self.time_column, self.target):
+            if column in features:
+                raise ValueError(f"{self.path}: column {column!r} cannot be a feature and the time or target")
+        for column in categorical:
+            if column not in features:
+                raise ValueError(f"{self.path}: categorical {column!r} is not in the features {features}")
+        if not features:
+            raise DataError(f"{self.path}: no feature columns; the file has columns {list(frame.columns)}")
+        return features, set(categorical)
+
+    def _parse_time(self, raw: pd.Series, period: int | pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
+        """Times as a numpy array (datetime64, or numbers for row-count windows) and the missing ones."""
+        column = self.time_column
+        missing = raw.isna().to_numpy()
+        if ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
+            if isinstance(period, pd.Timedelta):
+                raise DataError(
+                    f"{self.path}: column {column!r} holds numbers, not dates, so it cannot be cut into "
+                    f"periods of {self.window!r}; use a row-count window (e.g. window=500) or store dates"
+                )
+            if missing.any():  # NaN (quarantined below) rather than pd.NA, which numpy cannot sort
+                return raw.to_numpy(dtype=np.float64, na_value=np.nan), missing
+            return raw.to_numpy(), missing
+        if ptypes.is_datetime64_any_dtype(raw):
+            parsed = raw
+        else:
+            parsed = _to_datetime(raw)
+            retry = parsed.isna() & raw.notna()
+            if retry.any():  # rows written in another format than the first one
+                parsed[retry] = _to_datetime(raw[retry], format="mixed")
+            bad = np.flatnonzero((parsed.isna() & raw.notna()).to_numpy())
+            if len(bad):
+                raise DataError(
+                    f"{self.path}: column {column!r}: cannot parse {_scalar(raw.iloc[bad[0]])!r} at "
+                    f"{self._at(bad[0])} as a date/time ({_rows(len(bad))}); accepted: anything "
+                    f"pandas.to_datetime reads, such as '2024-01-31' or '2024-01-31 13:45:00'"
+                )
+        if getattr(parsed.dtype, "tz", None) is not None:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        return parsed.to_numpy(), missing
+
+    def _encode_target(self, raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids for every row (-1 where the target is missing), and the missing rows."""
+        column = self.target
+        missing = raw.isna().to_numpy()
+        if ptypes.is_float_dtype(raw):
+            values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+            fractional = np.flatnonzero(~missing & (values != np.round(values)))
+            if len(fractional):
+                example = float(values[fractional[0]])
+                raise DataError(
+                    f"{self.path}: target {column!r} holds continuous values ({example!r} at "
+                    f"{self._at(fractional[0])}); perennial classifies, so the target must hold class labels"
+                )
+            raw = raw.astype("Int64")  # labels 0.0/1.0 only look like floats because of missing values
+        if self.classes is None:
+            self.classes = _sorted_values(raw)
+        else:
+            self.classes = list(self.classes)
+        y = pd.Index(self.classes).get_indexer(raw)
+        unknown = np.flatnonzero((y < 0) & ~missing)
+        if len(unknown):
+            raise DataError(
+                f"{self.path}: target {column!r}: label {_scalar(raw.iloc[unknown[0]])!r} at "
+                f"{self._at(unknown[0])} is not one of the declared classes {self.classes} "
+                f"({_rows(len(unknown))})"
+            )
+        return y.astype(np.int64), missing
+
+    def _encode_features(
+        self, frame: pd.DataFrame, features: list[str], categorical: set[str]
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Numeric columns as float64 (NaN/inf kept for the quarantine) and one-hot categorical columns."""
+        numeric: list[np.ndarray] = []
+        numeric_cols: list[str] = []
+        onehots: list[np.ndarray] = []
+        onehot_names: list[str] = []
+        for column in features:
+            raw = frame[column]
+            declared = column in categorical
+            if not declared and ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
+                numeric.append(raw.to_numpy(dtype=np.float64, na_value=np.nan))
+                numeric_cols.append(column)
+                continue
+            if not declared and (ptypes.is_datetime64_any_dtype(raw) or ptypes.is_timedelta64_dtype(raw)):
+                raise DataError(
+                    f"{self.path}: feature column {column!r} holds {raw.dtype} values; accepted feature "
+                    f"columns are numeric, text, category or bool: leave it out with `features`"
+                )
+            is_category = isinstance(raw.dtype, pd.CategoricalDtype)
+            if not declared and not ptypes.is_bool_dtype(raw) and not is_category:
+                as_number = self._numeric_text(raw, column)
+                if as_number is not None:
+                    numeric.append(as_number)
+                    numeric_cols.append(column)
+                    continue
+            categories = list(raw.cat.categories) if is_category else _sorted_values(raw)
+            if not declared and len(categories) > MAX_CATEGORIES:
+                raise DataError(
+                    f"{self.path}: column {column!r} looks categorical but has {len(categories)} distinct "
+                    f"values (more than {MAX_CATEGORIES}; e.g. {categories[:3]}); leave it out by listing "
+                    f"the other columns in `features`, or declare it in `categorical` to one-hot encode it"
+                )
+            codes = pd.Categorical(raw, categories=categories).codes
+            block = np.zeros((len(raw), len(categories)), dtype=np.float32)
+            present = np.flatnonzero(codes >= 0)
+            block[present, codes[present]] = 1.0
+            onehots.append(block)
+            onehot_names += [f"{column}={c}" for c in categories]
+        self.feature_names = numeric_cols + onehot_names
+        n = len(frame)
+        numeric_matrix = np.column_stack(numeric) if numeric else np.empty((n, 0))
+        onehot_matrix = np.hstack(onehots) if onehots else np.empty((n, 0), dtype=np.float32)
+        return numeric_matrix, numeric_cols, onehot_matrix
+
+    def _numeric_text(self, raw: pd.Series, column: str) -> np.ndarray | None:
+        """A text column holding numbers, as floats; None if it is categorical; DataError if it has typos."""
+        present = raw.notna().to_numpy()
+        if not present.any():
+            return None
+        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        parsed = ~np.isnan(numbers)
+        share = parsed[present].mean()
+        if share == 1.0:
+            return numbers
+        if share >= NUMERIC_SHARE:
+            bad = np.flatnonzero(present & ~parsed)
+            raise DataError(
+                f"{self.path}: column {column!r} is numeric in {share:.0%} of rows but holds non-numeric "
+                f"{_scalar(raw.iloc[bad[0]])!r} at {self._at(bad[0])} ({_rows(len(bad))}); fix those values, "
+                f"or leave the column out with `features`, or declare it in `categorical`"
+            )
+        return None
+
+    def _quarantine(
+        self,
+        frame: pd.DataFrame,
+        missing_time: np.ndarray,
+        missing_target: np.ndarray,
+        numeric: np.ndarray,
+        numeric_cols: list[str],
+    ) -> np.ndarray:
+        """Set aside rows the loop cannot learn from, with a reason each; returns the mask of those rows."""
+        blank = frame.isna().all(axis=1).to_numpy()
+        checks = [(blank, "blank line", None)]
+        checks += [(missing_time & ~blank, "missing time", self.time_column)]
+        checks += [(missing_target & ~blank, "missing target", self.target)]
+        finite = np.isfinite(numeric)
+        checks += [
+            (~finite[:, j] & ~blank, f"missing or infinite value in column {c!r}", c)
+            for j, c in enumerate(numeric_cols)
+        ]
+        reasons = np.full(len(frame), "", dtype=object)
+        first_column = np.full(len(frame), None, dtype=object)
+        for mask, reason, column in checks:
+            fresh = mask & (reasons == "")
+            first_column[fresh] = column
+            reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + "; " + reason)
+        bad = reasons != ""
+        rows = np.flatnonzero(bad)
+        if not len(rows):
+            return bad
+        first = f"{self._at(rows[0])}: {reasons[rows[0]]}"
+        if self.on_bad_rows == "error":
+            raise DataError(f"{self.path}: {len(rows)} bad rows (on_bad_rows='error'); first at {first}")
+        if len(rows) > MAX_QUARANTINED_SHARE * len(frame):
+            common = pd.Series(reasons[rows]).value_counts().index[0]
+            raise DataError(
+                f"{self.path}: {len(rows)} of {len(frame)} rows would be quarantined (most often: {common}; "
+                f"first at {first}); this looks like a problem with the file or with the column choice, "
+                f"not a few bad rows"
+            )
+        source = str(self.path)
+        self.quarantine = frame.iloc[rows].assign(reason=reasons[rows], _row=rows, _source=source)
+        self.issues += [
+            DataIssue("bad_row", source, f"{self._at(r)}: {reasons[r]}", row=int(r), column=first_column[r])
+            for r in rows
+        ]
+        return bad
+
+    # -- windows ----------------------------------------------------------------------------------
+
+    def _windows_by_period(
+        self, x: np.ndarray, y: np.ndarray, times: np.ndarray, period: pd.Timedelta
+    ) -> list[Window]:
+        """Consecutive periods from the first timestamp (not calendar boundaries); empty ones are reported."""
+        step = period.to_timedelta64()
+        origin = times[0]
+        number = (times - origin) // step
+        periods, first = np.unique(number, return_index=True)
+        last = [*first[1:], len(y)]
+        windows = []
+        for k, (p, s, e) in enumerate(zip(periods, first, last, strict=True)):
+            start = pd.Timestamp(origin + p * step)
+            windows.append(Window(k, start, start + period, x[s:e], y[s:e], times[s:e]))
+        for before, after in itertools.pairwise(periods):
+            if after - before > 1:
+                gap_start = pd.Timestamp(origin + (before + 1) * step)
+                gap_end = pd.Timestamp(origin + after * step)
+                self.issues.append(
+                    DataIssue(
+                        "empty_window",
+                        str(self.path),
+                        f"no rows from {gap_start} to {gap_end} ({after - before - 1} empty period(s) of "
+                        f"{self.window!r}, periods {before + 1}..{after - 1} counted from "
+                        f"{pd.Timestamp(origin)}); skipped",
+                        column=self.time_column,
+                        window=int(before + 1),
+                    )
+                )
+        return windows
+
+
+def _rows(count: int) -> str:
+    return f"{count} such row" if count == 1 else f"{count} such rows"
+
+
+def _to_datetime(raw: pd.Series, **kwargs: object) -> pd.Series:
+    try:
+        return pd.to_datetime(raw, errors="coerce", **kwargs)
+    except ValueError:  # mixed UTC offsets: one common timezone is the only way to order them
+        return pd.to_datetime(raw, errors="coerce", utc=True, **kwargs)

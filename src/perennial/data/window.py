@@ -1,0 +1,90 @@
+"""The unit of data that flows through perennial: one period's examples, and the streams that yield them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Window:
+    """The labelled examples that arrived in one period, in time order.
+
+    ``x`` is float32 with shape ``(n, *stream.feature_shape)``; ``y`` holds int64 class ids
+    (indices into ``stream.classes``); ``time`` holds one timestamp (or row position) per example.
+    """
+
+    index: int
+    start: object
+    end: object
+    x: np.ndarray
+    y: np.ndarray
+    time: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not (len(self.x) == len(self.y) == len(self.time)):
+            raise ValueError(
+                f"window {self.index}: x, y and time differ in length "
+                f"({len(self.x)}, {len(self.y)}, {len(self.time)})"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def label(self) -> str:
+        """A short human name for the period, used in tables and plots."""
+        return f"{self.start}..{self.end}"
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """One problem found in the input that the loop could go on from (a bad row, an empty window)."""
+
+    kind: str  # "bad_row" | "empty_window"
+    source: str  # file path or stream name
+    message: str
+    row: int | None = None
+    column: str | None = None
+    window: int | None = None
+
+
+class DataError(ValueError):
+    """Input the loop cannot go on from. The message names the file, the column and the row."""
+
+
+@dataclass
+class Stream(ABC):
+    """A source of time windows. Subclasses set ``name``, ``feature_shape`` and ``classes``.
+
+    Rows that had to be set aside go to ``quarantine`` (a DataFrame of the original rows with a
+    ``reason`` column), and every such event is listed in ``issues``; nothing is dropped silently.
+    """
+
+    name: str = field(init=False, default="stream")
+    feature_shape: tuple[int, ...] = field(init=False, default=())
+    classes: list = field(init=False, default_factory=list)
+    issues: list[DataIssue] = field(init=False, default_factory=list)
+    quarantine: pd.DataFrame = field(init=False, default_factory=pd.DataFrame)
+
+    @abstractmethod
+    def windows(self) -> list[Window]:
+        """All windows in time order. Empty windows are skipped and reported in ``issues``."""
+
+    def __iter__(self) -> Iterator[Window]:
+        return iter(self.windows())
+
+    def __len__(self) -> int:
+        return len(self.windows())
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return len(self.quarantine)

@@ -1,0 +1,17 @@
+"""Evaluation: metrics on windows, the accuracy matrix and forgetting, and the promotion gate."""
+
+from perennial.evaluate.gate import GateDecision, PromotionGate
+from perennial.evaluate.matrix import backward_transfer, forgetting
+from perennial.evaluate.metrics import Evaluation, evaluate
+from perennial.evaluate.stats import mcnemar_worse_pvalue, paired_bootstrap_worse_pvalue
+
+__all__ = [
+    "Evaluation",
+    "GateDecision",
+    "PromotionGate",
+    "backward_transfer",
+    "evaluate",
+    "forgetting",
+    "mcnemar_worse_pvalue",
+    "paired_bootstrap_worse_pvalue",
+]

@@ -1,0 +1,120 @@
+"""The offline promotion gate: a candidate replaces the champion only if it is not worse on fresh data
+and does not forget earlier windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perennial.evaluate.metrics import Evaluation
+from perennial.evaluate.stats import mcnemar_worse_pvalue, paired_bootstrap_worse_pvalue
+
+TESTS = ("mcnemar", "bootstrap")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    numbers: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "promoted" if self.promote else "rejected"
+
+
+class PromotionGate:
+    """Decide between a candidate and the champion, from per-example outcomes on the same data.
+
+    Fresh data: the candidate is rejected when it is worse than the champion by more than
+    ``tolerance`` *and* that drop is significant at ``alpha`` under a paired test (exact McNemar,
+    or a paired bootstrap around the tolerance). Small, noisy differences do not block an update.
+
+    Forgetting: on held-out slices of the ``past_windows`` windows before the new data, the
+    candidate's pooled accuracy may trail the champion's by at most ``forgetting_tolerance``.
+
+    >>> gate = PromotionGate(tolerance=0.02)
+    >>> good = Evaluation(0.9, 0.3, 0.9, 100, np.r_[np.ones(90), np.zeros(10)].astype(bool))
+    >>> bad = Evaluation(0.6, 0.9, 0.6, 100, np.r_[np.ones(60), np.zeros(40)].astype(bool))
+    >>> gate.decide(fresh_candidate=bad, fresh_champion=good).promote
+    False
+    """
+
+    def __init__(
+        self,
+        tolerance: float = 0.02,
+        alpha: float = 0.05,
+        test: str = "mcnemar",
+        forgetting_tolerance: float = 0.05,
+        past_windows: int | None = 5,
+        bootstrap_samples: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        if test not in TESTS:
+            raise ValueError(f"gate.test must be one of {', '.join(TESTS)}; got {test!r}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"gate.alpha must be in (0, 1), got {alpha}")
+        if past_windows is not None and past_windows < 0:
+            raise ValueError(f"gate.past_windows must be >= 0 or null (all), got {past_windows}")
+        self.tolerance, self.alpha, self.test = tolerance, alpha, test
+        self.forgetting_tolerance, self.past_windows = forgetting_tolerance, past_windows
+        self.bootstrap_samples, self.seed = bootstrap_samples, seed
+
+    def past(self, windows: list[int]) -> list[int]:
+        """The earlier windows whose held-out slices measure forgetting."""
+        return windows if self.past_windows is None else windows[len(windows) - self.past_windows :]
+
+    def decide(
+        self,
+        fresh_candidate: Evaluation,
+        fresh_champion: Evaluation,
+        past_candidate: Evaluation | None = None,
+        past_champion: Evaluation | None = None,
+    ) -> GateDecision:
+        diff = fresh_candidate.accuracy - fresh_champion.accuracy
+        if self.test == "mcnemar":
+            p = mcnemar_worse_pvalue(fresh_candidate.correct, fresh_champion.correct)
+            worse = diff < -self.tolerance and p < self.alpha
+        else:
+            p = paired_bootstrap_worse_pvalue(
+                fresh_candidate.correct,
+                fresh_champion.correct,
+                self.tolerance,
+                self.bootstrap_samples,
+                self.seed,
+            )
+            worse = p < self.alpha
+        numbers = {
+            "fresh_candidate_accuracy": fresh_candidate.accuracy,
+            "fresh_champion_accuracy": fresh_champion.accuracy,
+            "fresh_diff": diff,
+            "p_value": p,
+            "test": self.test,
+            "n_fresh": fresh_candidate.n,
+        }
+        if worse:
+            return GateDecision(False, f"worse on fresh data by {-diff:.3f} (p={p:.3g})", numbers)
+        if past_candidate is not None and past_champion is not None and past_candidate.n > 0:
+            drop = past_champion.accuracy - past_candidate.accuracy
+            numbers |= {
+                "past_candidate_accuracy": past_candidate.accuracy,
+                "past_champion_accuracy": past_champion.accuracy,
+                "past_drop": drop,
+                "n_past": past_candidate.n,
+            }
+            if drop > self.forgetting_tolerance:
+                return GateDecision(False, f"forgets earlier windows: {drop:.3f} below the champion", numbers)
+        return GateDecision(True, f"fresh diff {diff:+.3f} (p_worse={p:.3g})", numbers)
+
+
+def pooled(evaluations: list[Evaluation]) -> Evaluation | None:
+    """One evaluation over the union of several sets (accuracy weighted by size)."""
+    evaluations = [e for e in evaluations if e.n > 0]
+    if not evaluations:
+        return None
+    n = sum(e.n for e in evaluations)
+    correct = np.concatenate([e.correct for e in evaluations])
+    loss = sum(e.loss * e.n for e in evaluations) / n
+    f1 = sum(e.f1 * e.n for e in evaluations) / n
+    return Evaluation(float(correct.mean()), float(loss), float(f1), n, correct)

@@ -1,0 +1,19 @@
+"""Models and training: backbones, the LightningModule, replay buffers and the two update kinds."""
+
+from perennial.learn.backbones import MLP, SmallCNN
+from perennial.learn.module import ClassifierModule
+from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer
+from perennial.learn.updater import StatefulUpdate, StatelessUpdate, TrainedCandidate, Update
+
+__all__ = [
+    "MLP",
+    "ClassBalancedBuffer",
+    "ClassifierModule",
+    "ReplayBuffer",
+    "ReservoirBuffer",
+    "SmallCNN",
+    "StatefulUpdate",
+    "StatelessUpdate",
+    "TrainedCandidate",
+    "Update",
+]

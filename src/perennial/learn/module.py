@@ -1,0 +1,51 @@
+"""The LightningModule that wraps any backbone, and plain-torch inference for evaluation."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ClassifierModule(L.LightningModule):
+    """A classifier around a backbone built from config.
+
+    The optimizer settings are attributes, not hyperparameters, because the update that trains the
+    module sets them (a stateful fine-tune may use a smaller learning rate than a retrain), and
+    ``optimizer_state`` lets a fine-tune continue its parent's Adam moments instead of restarting them.
+    """
+
+    def __init__(self, backbone: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.n_classes = n_classes
+        self.lr = 1e-3
+        self.weight_decay = 0.0
+        self.optimizer_state: dict | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_state is not None:
+            optimizer.load_state_dict(self.optimizer_state)
+            for group in optimizer.param_groups:  # the update's settings win over the parent's
+                group["lr"], group["weight_decay"] = self.lr, self.weight_decay
+        return optimizer
+
+    @torch.no_grad()
+    def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Logits for a whole array, in eval mode, on the CPU: inference needs no Trainer."""
+        was_training = self.training
+        self.eval()
+        x = torch.as_tensor(x)
+        out = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.n_classes)

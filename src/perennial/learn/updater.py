@@ -1,0 +1,146 @@
+"""The two kinds of update: stateless retraining from scratch, and stateful fine-tuning with replay."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import lightning as L
+import numpy as np
+
+from perennial.learn.fit import fit
+from perennial.learn.module import ClassifierModule
+from perennial.learn.replay import ReplayBuffer
+
+# The training part of each labelled window, by window index.
+TrainSplits = Mapping[int, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class TrainedCandidate:
+    """A freshly trained model and what it cost, ready to be registered as a candidate version."""
+
+    module: ClassifierModule
+    kind: str
+    trained_on_windows: list[int]
+    n_samples: int
+    n_replayed: int
+    samples_processed: int
+    train_seconds: float
+    optimizer_state: dict
+
+
+class Update(ABC):
+    """Makes a candidate from the champion and the labelled data seen so far."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self, epochs: int, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"update.epochs must be >= 1, got {epochs}")
+        if batch_size < 1:
+            raise ValueError(f"update.batch_size must be >= 1, got {batch_size}")
+        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+
+    @abstractmethod
+    def start(
+        self, build: Callable[[], ClassifierModule], champion: ClassifierModule | None
+    ) -> ClassifierModule:
+        """The module training starts from."""
+
+    @abstractmethod
+    def training_windows(self, new: list[int], seen: list[int]) -> list[int]:
+        """Which labelled windows to train on, given those new since the last update and all seen."""
+
+    def replay_count(self, n_new: int, buffer: ReplayBuffer | None) -> int:
+        return 0
+
+    def run(
+        self,
+        build: Callable[[], ClassifierModule],
+        champion: ClassifierModule | None,
+        splits: TrainSplits,
+        new: list[int],
+        buffer: ReplayBuffer | None,
+        seed: int,
+        trainer: Mapping | None = None,
+    ) -> TrainedCandidate:
+        windows = self.training_windows(new, sorted(splits))
+        x = np.concatenate([splits[w][0] for w in windows])
+        y = np.concatenate([splits[w][1] for w in windows])
+        n_replay = self.replay_count(len(y), buffer)
+        if n_replay and buffer is not None:
+            rx, ry = buffer.sample(n_replay, seed)
+            x, y = np.concatenate([x, rx.astype(x.dtype)]), np.concatenate([y, ry])
+            n_replay = len(ry)
+        L.seed_everything(seed, workers=False, verbose=False)  # a fresh backbone's init is seeded too
+        module = self.start(build, champion)
+        module.lr, module.weight_decay = self.lr, self.weight_decay
+        result = fit(module, x, y, epochs=self.epochs, batch_size=self.batch_size, seed=seed, trainer=trainer)
+        module.optimizer_state = result.optimizer_state  # a later fine-tune of this version continues it
+        return TrainedCandidate(
+            module=module,
+            kind=self.kind,
+            trained_on_windows=windows,
+            n_samples=len(y),
+            n_replayed=n_replay,
+            samples_processed=result.samples_processed,
+            train_seconds=result.seconds,
+            optimizer_state=result.optimizer_state,
+        )
+
+
+class StatelessUpdate(Update):
+    """Retrain from scratch on ``history``: "all" labelled windows, or the last K. Makes v2, v3, ..."""
+
+    kind = "stateless"
+
+    def __init__(self, epochs: int = 20, history: str | int = "all", **kwargs) -> None:
+        super().__init__(epochs, **kwargs)
+        if not (history == "all" or (isinstance(history, int) and history >= 1)):
+            raise ValueError(f"update.history must be 'all' or a window count >= 1, got {history!r}")
+        self.history = history
+
+    def start(
+        self, build: Callable[[], ClassifierModule], champion: ClassifierModule | None
+    ) -> ClassifierModule:
+        return build()
+
+    def training_windows(self, new: list[int], seen: list[int]) -> list[int]:
+        return seen if self.history == "all" else seen[-int(self.history) :]
+
+
+class StatefulUpdate(Update):
+    """Fine-tune a copy of the champion on the new windows plus a replay sample. Makes v1.1, v1.2, ...
+
+    ``replay_fraction`` is the share of each update's training set drawn from the buffer
+    (0.5: as many replayed examples as new ones). With no buffer it is plain fine-tuning.
+    """
+
+    kind = "stateful"
+
+    def __init__(self, epochs: int = 20, replay_fraction: float = 0.5, **kwargs) -> None:
+        super().__init__(epochs, **kwargs)
+        if not 0 <= replay_fraction < 1:
+            raise ValueError(f"update.replay_fraction must be in [0, 1), got {replay_fraction}")
+        self.replay_fraction = replay_fraction
+
+    def start(
+        self, build: Callable[[], ClassifierModule], champion: ClassifierModule | None
+    ) -> ClassifierModule:
+        if champion is None:
+            return build()
+        return copy.deepcopy(champion)  # the copy carries the champion's optimizer state
+
+    def training_windows(self, new: list[int], seen: list[int]) -> list[int]:
+        return list(new)
+
+    def replay_count(self, n_new: int, buffer: ReplayBuffer | None) -> int:
+        if buffer is None or len(buffer) == 0:
+            return 0
+        return round(n_new * self.replay_fraction / (1 - self.replay_fraction))

@@ -1,0 +1,341 @@
+"""The continuous-deployment loop: for each window, serve, observe, trigger, update, gate, checkpoint.
+
+It is glue: each step is a call into data, learn, triggers, evaluate or registry. The registry
+rows of a window and the loop's own checkpoint commit in one SQLite transaction, so a run killed at
+any point resumes from its last whole window with nothing lost and nothing trained twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from perennial.data.window import DataError, Stream, Window
+from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
+from perennial.evaluate.metrics import Evaluation, evaluate
+from perennial.learn.module import ClassifierModule
+from perennial.learn.replay import ReplayBuffer
+from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
+from perennial.registry import Registry, VersionRecord, load_tree, save_tree
+from perennial.triggers.base import Firing, Observation, Trigger
+
+CHECKPOINT_KEY = "loop"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """``warmup_windows`` train v1; each window keeps ``holdout_fraction`` of its rows unseen by
+    training, for the gate and the accuracy matrix; ``initial_epochs`` trains v1 from scratch."""
+
+    warmup_windows: int = 3
+    holdout_fraction: float = 0.2
+    initial_epochs: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup_windows < 1:
+            raise ValueError(f"loop.warmup_windows must be >= 1, got {self.warmup_windows}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"loop.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A window cut once, by a seeded permutation, into rows to train on and rows held out."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    holdout: tuple[np.ndarray, np.ndarray]
+
+
+def window_seed(seed: int, window: int) -> int:
+    """Each window draws from its own seed, so a resumed run repeats an uninterrupted one exactly."""
+    return seed * 1_000_003 + window
+
+
+class ContinuousDeployment:
+    """Runs a stream through serve -> trigger -> update -> gate -> promote, one window at a time."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        build: Callable[[], ClassifierModule],
+        update: Update,
+        trigger: Trigger,
+        gate: PromotionGate,
+        buffer: ReplayBuffer | None,
+        registry: Registry,
+        run_dir: str | Path,
+        settings: LoopSettings = LoopSettings(),
+        trainer: Mapping | None = None,
+        config: dict | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.stream, self.build, self.update, self.trigger, self.gate = stream, build, update, trigger, gate
+        self.buffer, self.registry, self.settings = buffer, registry, settings
+        self.run_dir = Path(run_dir)
+        self.trainer = dict(trainer or {})
+        self.config = config or {}
+        self.progress = progress
+        self.windows: list[Window] = stream.windows()
+        self._splits: dict[int, Split] = {}
+        if len(self.windows) <= settings.warmup_windows:
+            raise DataError(
+                f"stream {stream.name!r} has {len(self.windows)} non-empty windows; the loop needs more "
+                f"than loop.warmup_windows={settings.warmup_windows} (use smaller windows or fewer warm-ups)"
+            )
+
+    # ---- data -------------------------------------------------------------------------------
+    def split(self, index: int) -> Split:
+        if index not in self._splits:
+            w = self.windows[index]
+            order = np.random.default_rng(window_seed(self.settings.seed, index)).permutation(len(w))
+            n_hold = max(1, round(len(w) * self.settings.holdout_fraction)) if len(w) > 1 else 0
+            hold, train = order[:n_hold], order[n_hold:]
+            self._splits[index] = Split((w.x[train], w.y[train]), (w.x[hold], w.y[hold]))
+        return self._splits[index]
+
+    def train_splits(self, upto: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {i: self.split(i).train for i in range(upto + 1)}
+
+    def on_holdouts(self, module: ClassifierModule, windows: list[int]) -> Evaluation | None:
+        return pooled([evaluate(module, *self.split(i).holdout) for i in windows])
+
+    # ---- models -----------------------------------------------------------------------------
+    def load(self, version: str) -> ClassifierModule:
+        module = self.build()
+        module.load_state_dict(self.registry.load_weights(version))
+        module.optimizer_state = self.registry.load_extra(version, "optimizer")
+        return module
+
+    def register(
+        self, cand: TrainedCandidate, parent: str | None, window: int, firing: Firing
+    ) -> VersionRecord:
+        record = VersionRecord(
+            id=self.registry.next_id(cand.kind, parent),
+            parent=parent,
+            kind=cand.kind,
+            status="candidate",
+            trained_on_windows=cand.trained_on_windows,
+            n_samples=cand.n_samples,
+            train_seconds=cand.train_seconds,
+            config=self.config,
+            metrics={"n_replayed": cand.n_replayed, "samples_processed": cand.samples_processed},
+            trigger=firing.to_dict(),
+            created_window=window,
+        )
+        extras = {"optimizer": cand.optimizer_state}
+        if cand.kind == "stateful" and self.buffer is not None:
+            extras["buffer"] = self.buffer.state_dict()
+        weights = {k: v.detach().cpu() for k, v in cand.module.state_dict().items()}
+        return self.registry.add(record, weights, extras)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        state = self.registry.get_state(CHECKPOINT_KEY)
+        if state is not None and not resume:
+            raise RuntimeError(
+                f"{self.registry.root} already holds a run; pass resume=true to continue it, "
+                "or start a new run directory"
+            )
+        if state is None:
+            state = self.start()
+        else:
+            self.check_same_config(state)
+        champion = self.load(state["champion"])
+        static = self.load(state["static"])
+        self.trigger.load_state_dict(state["trigger"])
+        if self.buffer is not None and state["buffer_file"]:
+            self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state["buffer_file"]))
+
+        with self.progress_bar() as bar:
+            task = bar.add_task(
+                "windows", total=len(self.windows), completed=state["next_window"], champion=state["champion"]
+            )
+            for t in range(state["next_window"], len(self.windows)):
+                champion = self.step(t, state, champion, static)
+                bar.update(task, advance=1, champion=state["champion"])
+        return state
+
+    def start(self) -> dict:
+        """Train v1 on the warm-up windows, make it champion, and write the first checkpoint."""
+        warm = list(range(self.settings.warmup_windows))
+        initial = StatelessUpdate(
+            epochs=self.settings.initial_epochs,
+            batch_size=self.update.batch_size,
+            lr=self.update.lr,
+            weight_decay=self.update.weight_decay,
+        )
+        seed = window_seed(self.settings.seed, warm[-1])
+        cand = initial.run(self.build, None, self.train_splits(warm[-1]), warm, None, seed, self.trainer)
+        for i in warm:
+            self.feed_buffer(i)
+        state = {
+            "next_window": warm[-1] + 1,
+            "champion": "",
+            "static": "",
+            "pending": [],
+            "rows": [],
+            "compute": {"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
+            "config": self.config,
+        }
+        with self.registry.transaction():
+            v1 = self.register(
+                cand, None, warm[-1], Firing("initial", "first model, trained on the warm-up windows")
+            )
+            self.registry.promote(v1.id, window=warm[-1], reason="first model")
+            self.registry.record_decision(v1.id, warm[-1], "promoted", {"reason": "first model"})
+            state |= {"champion": v1.id, "static": v1.id}
+            self.checkpoint(state, warm[-1])
+        return state
+
+    def step(
+        self, t: int, state: dict, champion: ClassifierModule, static: ClassifierModule
+    ) -> ClassifierModule:
+        window = self.windows[t]
+        # 1-2. The champion and the never-updated v1 predict the window before its labels are used.
+        served, static_eval = evaluate(champion, window.x, window.y), evaluate(static, window.x, window.y)
+        champion_record = self.registry.get(state["champion"])
+        # 3. Labels arrive: triggers observe the window and may fire.
+        self.trigger.update(Observation(window, served.scores(), champion_record.n_samples))
+        state["pending"].append(t)
+        firing = self.trigger.fires()
+        row = {
+            "window": t,
+            "start": str(window.start),
+            "end": str(window.end),
+            "n": len(window),
+            "served_accuracy": served.accuracy,
+            "static_accuracy": static_eval.accuracy,
+            "served_f1": served.f1,
+            "served_loss": served.loss,
+            "champion": state["champion"],
+            "trigger": firing.name if firing else "",
+            "trigger_reason": firing.reason if firing else "",
+            "candidate": "",
+            "decision": "",
+            "fresh_diff": float("nan"),
+            "p_value": float("nan"),
+        }
+        if firing is None:
+            with self.registry.transaction():
+                state["rows"].append(row)
+                self.checkpoint(state, t)
+            return champion
+
+        # 4. An update makes a candidate from the labelled windows since the last one.
+        pending = list(state["pending"])
+        stateful = self.update.kind == "stateful"
+        cand = self.update.run(
+            self.build,
+            champion if stateful else None,
+            self.train_splits(t),
+            pending,
+            self.buffer,
+            window_seed(self.settings.seed, t),
+            self.trainer,
+        )
+        for i in pending:
+            self.feed_buffer(i)
+        # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
+        decision = self.judge(cand.module, champion, pending)
+        self.trigger.reset()
+        state["pending"] = []
+        state["compute"]["train_seconds"] += cand.train_seconds
+        state["compute"]["samples_processed"] += cand.samples_processed
+        with self.registry.transaction():
+            record = self.register(cand, state["champion"] if stateful else None, t, firing)
+            if decision.promote:
+                self.registry.promote(record.id, window=t, reason=decision.reason)
+            else:
+                self.registry.reject(record.id, window=t)
+            self.registry.record_decision(
+                record.id, t, decision.label, {"reason": decision.reason, **decision.numbers}
+            )
+            row |= {
+                "candidate": record.id,
+                "decision": decision.label,
+                "fresh_diff": decision.numbers.get("fresh_diff"),
+                "p_value": decision.numbers.get("p_value"),
+            }
+            if decision.promote:
+                state["champion"] = record.id
+            state["rows"].append(row)
+            self.checkpoint(state, t)
+        return cand.module if decision.promote else champion
+
+    def judge(
+        self, candidate: ClassifierModule, champion: ClassifierModule, pending: list[int]
+    ) -> GateDecision:
+        fresh = self.split(pending[-1]).holdout
+        past = self.gate.past(list(range(pending[0])))
+        return self.gate.decide(
+            evaluate(candidate, *fresh),
+            evaluate(champion, *fresh),
+            self.on_holdouts(candidate, past),
+            self.on_holdouts(champion, past),
+        )
+
+    def feed_buffer(self, index: int) -> None:
+        if self.buffer is not None:
+            self.buffer.update(*self.split(index).train, window=index)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def checkpoint(self, state: dict, t: int) -> None:
+        """Record progress up to window ``t``; called inside the window's registry transaction."""
+        state["next_window"] = t + 1
+        state["trigger"] = self.trigger.state_dict()
+        state["buffer_file"] = ""
+        if self.buffer is not None:
+            # Written before the transaction commits; a crash leaves an unreferenced file, never a
+            # referenced file that is missing.
+            name = f"buffer-{t:05d}.safetensors"
+            (self.run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+            save_tree(self.run_dir / "checkpoint" / name, self.buffer.state_dict())
+            state["buffer_file"] = name
+        self.registry.set_state(CHECKPOINT_KEY, state)
+        for old in (self.run_dir / "checkpoint").glob("buffer-*.safetensors"):
+            if old.name != state["buffer_file"] and old.name < state["buffer_file"]:
+                old.unlink(missing_ok=True)
+
+    def check_same_config(self, state: dict) -> None:
+        saved, now = _flatten(state.get("config", {})), _flatten(self.config)
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if changed:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+            raise ValueError(f"cannot resume with a different config ({detail}); start a new run instead")
+
+    def progress_bar(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("champion {task.fields[champion]}"),
+            TimeRemainingColumn(),
+            disable=not self.progress,
+        )
+
+    # ---- results ----------------------------------------------------------------------------
+    def accuracy_matrix(self) -> pd.DataFrame:
+        """Accuracy of every version (rows, in creation order) on every window's held-out rows."""
+        rows = {}
+        for record in self.registry.versions():
+            module = self.load(record.id)
+            rows[record.id] = [
+                evaluate(module, *self.split(j).holdout).accuracy for j in range(len(self.windows))
+            ]
+        return pd.DataFrame.from_dict(rows, orient="index", columns=range(len(self.windows)))
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,158 @@
+"""What a run leaves behind: summary.json, windows.csv, quarantine.csv, plots and a table on screen."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # runs on clusters and in CI, where there is no display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from perennial.evaluate.matrix import backward_transfer, forgetting
+from perennial.registry import Registry, atomic_write_text
+
+
+def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, recent: int = 10) -> dict:
+    """The run's headline numbers, from the loop's per-window rows, the registry and the accuracy matrix."""
+    rows = pd.DataFrame(state["rows"])
+    versions = registry.versions()
+    champions = [h["version"] for h in registry.champion_history()]
+    # Rows of the matrix in the order versions held the champion role, for forgetting and BWT.
+    order = [v for i, v in enumerate(champions) if v not in champions[:i]]
+    trained = [max(registry.get(v).trained_on_windows) for v in order]
+    m = matrix.loc[order].to_numpy(dtype=float)
+    tail = rows.tail(recent)
+    return {
+        "stream": stream.name,
+        "windows": len(stream.windows()),
+        "evaluated_windows": len(rows),
+        "versions": [
+            {
+                "id": v.id,
+                "parent": v.parent,
+                "kind": v.kind,
+                "status": v.status,
+                "trained_on_windows": v.trained_on_windows,
+            }
+            for v in versions
+        ],
+        "champion": registry.champion(),
+        "served_accuracy": _mean(rows["served_accuracy"]),
+        "static_accuracy": _mean(rows["static_accuracy"]),
+        "recent": {
+            "windows": len(tail),
+            "served_accuracy": _mean(tail["served_accuracy"]),
+            "static_accuracy": _mean(tail["static_accuracy"]),
+        },
+        "forgetting": forgetting(m, trained),
+        "backward_transfer": backward_transfer(m, trained),
+        "updates": int((rows["decision"] != "").sum()),
+        "promoted": int((rows["decision"] == "promoted").sum()),
+        "rejected": int((rows["decision"] == "rejected").sum()),
+        "compute": {k: round(v, 3) if isinstance(v, float) else v for k, v in state["compute"].items()},
+        "quarantined_rows": int(stream.quarantined_rows),
+        "empty_windows": [i.message for i in stream.issues if i.kind == "empty_window"],
+    }
+
+
+def _mean(s: pd.Series) -> float:
+    value = float(pd.to_numeric(s, errors="coerce").mean())
+    return round(value, 6) if not math.isnan(value) else value
+
+
+def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFrame, stream) -> list[Path]:
+    """Write every output file atomically; returns their paths."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / n for n in ("summary.json", "windows.csv", "accuracy_matrix.csv")]
+    atomic_write_text(paths[0], json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(paths[1], pd.DataFrame(state["rows"]).to_csv(index=False))
+    atomic_write_text(paths[2], matrix.to_csv(index_label="version"))
+    if len(stream.quarantine):
+        paths.append(run_dir / "quarantine.csv")
+        atomic_write_text(paths[-1], stream.quarantine.to_csv(index=False))
+    paths.append(plot_accuracy(pd.DataFrame(state["rows"]), run_dir / "accuracy_over_time.png", stream.name))
+    paths.append(plot_matrix(matrix, run_dir / "accuracy_matrix.png"))
+    return paths
+
+
+def plot_accuracy(rows: pd.DataFrame, path: Path, title: str) -> Path:
+    """Served against static accuracy per window, with a marker at every update and its outcome."""
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    ax.plot(rows["window"], rows["served_accuracy"], label="served (continuously updated champion)", lw=2)
+    ax.plot(rows["window"], rows["static_accuracy"], label="static (v1, never updated)", lw=1.5, ls="--")
+    for decision, marker, color in (("promoted", "^", "tab:green"), ("rejected", "x", "tab:red")):
+        hit = rows[rows["decision"] == decision]
+        ax.scatter(
+            hit["window"],
+            hit["served_accuracy"],
+            marker=marker,
+            color=color,
+            zorder=3,
+            label=f"update {decision} ({len(hit)})",
+        )
+    ax.set(
+        xlabel="window", ylabel="accuracy", title=f"{title}: accuracy on each new window before its labels"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_matrix(matrix: pd.DataFrame, path: Path) -> Path:
+    """Heatmap of versions x windows held-out accuracy: forgetting shows as fading to the left."""
+    height = min(12, 1.5 + 0.18 * len(matrix))
+    fig, ax = plt.subplots(figsize=(10, height))
+    im = ax.imshow(
+        matrix.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest"
+    )
+    step = max(1, len(matrix) // 30)
+    ax.set_yticks(np.arange(0, len(matrix), step), matrix.index[::step], fontsize=7)
+    ax.set(xlabel="window (held-out rows)", ylabel="version", title="Accuracy matrix")
+    fig.colorbar(im, ax=ax, label="accuracy")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_suffix(".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def print_summary(summary: dict, run_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"perennial run on {summary['stream']}", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    recent = summary["recent"]
+    lines = [
+        ("windows (evaluated)", f"{summary['windows']} ({summary['evaluated_windows']})"),
+        ("served accuracy, updated champion", f"{summary['served_accuracy']:.3f}"),
+        ("static accuracy, v1 never updated", f"{summary['static_accuracy']:.3f}"),
+        (
+            f"served / static, last {recent['windows']} windows",
+            f"{recent['served_accuracy']:.3f} / {recent['static_accuracy']:.3f}",
+        ),
+        ("updates: promoted / rejected", f"{summary['promoted']} / {summary['rejected']}"),
+        ("final champion", str(summary["champion"])),
+        ("forgetting (final champion)", f"{summary['forgetting']:.3f}"),
+        ("backward transfer", f"{summary['backward_transfer']:+.3f}"),
+        ("train seconds", f"{summary['compute']['train_seconds']:.1f}"),
+        ("samples processed", f"{summary['compute']['samples_processed']:,}"),
+        ("quarantined rows", str(summary["quarantined_rows"])),
+    ]
+    for k, v in lines:
+        table.add_row(k, v)
+    console.print(table)
+    console.print(
+        f"outputs in {run_dir}: summary.json, windows.csv, accuracy_over_time.png, accuracy_matrix.png"
+    )
