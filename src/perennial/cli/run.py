@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +18,7 @@ from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
 from perennial.report import print_summary, summarize, write_outputs
 
+USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
@@ -54,7 +56,7 @@ def run(cfg: DictConfig) -> dict:
     loop = ContinuousDeployment(
         stream=stream,
         build=build,
-        update=instantiate(cfg.update),
+        update=instantiate(cfg["update"]),
         trigger=instantiate(cfg.trigger),
         gate=instantiate(cfg.gate),
         buffer=instantiate(cfg.strategy.buffer) if cfg.strategy.buffer is not None else None,
@@ -77,10 +79,16 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except USER_ERRORS as err:
         # Bad input is the user's to fix: say what is wrong, without a stack trace.
         print(f"perennial-run: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, USER_ERRORS):  # a bad value in a config group, e.g. data.time_column
+            print(f"perennial-run: error: {cause}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

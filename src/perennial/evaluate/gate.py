@@ -63,7 +63,7 @@ class PromotionGate:
 
     def past(self, windows: list[int]) -> list[int]:
         """The earlier windows whose held-out slices measure forgetting."""
-        return windows if self.past_windows is None else windows[len(windows) - self.past_windows :]
+        return windows if self.past_windows is None else windows[max(0, len(windows) - self.past_windows) :]
 
     def decide(
         self,

@@ -13,7 +13,7 @@ def mcnemar_worse_pvalue(candidate_correct: np.ndarray, champion_correct: np.nda
     candidate wrong, ``c`` the reverse. Under equal accuracy ``b ~ Binomial(b + c, 1/2)``.
 
     >>> round(mcnemar_worse_pvalue(np.r_[np.zeros(10), np.ones(90)], np.ones(100)), 4)
-    0.002
+    0.001
     """
     cand, champ = np.asarray(candidate_correct, bool), np.asarray(champion_correct, bool)
     b = int(np.sum(champ & ~cand))

@@ -45,7 +45,7 @@ class ClassifierModule(L.LightningModule):
         """Logits for a whole array, in eval mode, on the CPU: inference needs no Trainer."""
         was_training = self.training
         self.eval()
-        x = torch.as_tensor(x)
+        x = torch.as_tensor(np.require(x, requirements="W") if isinstance(x, np.ndarray) else x)
         out = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.n_classes)

@@ -102,7 +102,8 @@ class StatelessUpdate(Update):
 
     def __init__(self, epochs: int = 20, history: str | int = "all", **kwargs) -> None:
         super().__init__(epochs, **kwargs)
-        if not (history == "all" or (isinstance(history, int) and history >= 1)):
+        valid_count = isinstance(history, int) and not isinstance(history, bool) and history >= 1
+        if not (history == "all" or valid_count):
             raise ValueError(f"update.history must be 'all' or a window count >= 1, got {history!r}")
         self.history = history
 

@@ -1,0 +1,154 @@
+"""The `perennial-run` entry point, run as a user would, and every config in conf/ instantiating."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from perennial.cli.run import CONF_DIR
+
+FAST = ["update.epochs=2", "loop.initial_epochs=3", "loop.warmup_windows=1", "progress=false"]
+
+
+def perennial_run(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "perennial.cli.run", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def unprepared_csv(path: Path, n: int = 1200) -> Path:
+    """A file nobody prepared for perennial: text dates, a text category, a text label, a stray NaN."""
+    rng = np.random.default_rng(1)
+    day = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 120, n), unit="D")
+    region = rng.choice(["north", "south", "east"], n)
+    amount = rng.gamma(2.0, 30.0, n).round(2)
+    hour = rng.integers(0, 24, n)
+    fraud = (amount + 40 * (region == "east") + rng.normal(0, 20, n) > 110).astype(int)
+    frame = pd.DataFrame(
+        {
+            "Order Date": day.strftime("%Y-%m-%d"),
+            "region": region,
+            "amount": amount,
+            "hour": hour,
+            "label": np.where(fraud, "fraud", "ok"),
+        }
+    )
+    frame.loc[7, "amount"] = np.nan
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_table_job_on_an_unprepared_csv_writes_every_output(tmp_path):
+    csv = unprepared_csv(tmp_path / "orders.csv")
+    out = tmp_path / "run"
+    done = perennial_run(
+        "data=table",
+        f"data.path={csv}",
+        "data.time_column=Order Date",
+        "data.target=label",
+        "data.window=14D",
+        f"hydra.run.dir={out}",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stream"] == "orders"
+    assert summary["versions"][0] == {
+        "id": "v1",
+        "parent": None,
+        "kind": "stateless",
+        "status": summary["versions"][0]["status"],
+        "trained_on_windows": [0],
+    }
+    assert summary["versions"][1]["id"] == "v1.1" and summary["versions"][1]["parent"] == "v1"
+    assert summary["quarantined_rows"] == 1
+    quarantine = pd.read_csv(out / "quarantine.csv")
+    assert "amount" in quarantine["reason"][0]
+    windows = pd.read_csv(out / "windows.csv")
+    assert len(windows) == summary["evaluated_windows"] == summary["windows"] - 1
+    assert {"served_accuracy", "static_accuracy", "champion", "trigger", "decision"} <= set(windows.columns)
+    for key in ("served_accuracy", "static_accuracy", "forgetting", "compute", "windows"):
+        assert key in summary
+    assert (out / "accuracy_over_time.png").stat().st_size > 10_000
+    assert (out / "accuracy_matrix.png").stat().st_size > 5_000
+    assert "served accuracy" in done.stdout
+
+
+def test_bad_table_input_is_a_clear_error_without_a_traceback(tmp_path):
+    csv = unprepared_csv(tmp_path / "orders.csv", n=200)
+    done = perennial_run(
+        "data=table",
+        f"data.path={csv}",
+        "data.time_column=when",
+        "data.target=label",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "orders.csv" in done.stderr and "when" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_resume_true_continues_the_newest_run_of_the_same_name(tmp_path):
+    args = ["data=synthetic", "data.n_samples=2000", "data.window=500", *FAST]
+    first = perennial_run(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "synthetic-stateful").iterdir()
+    again = perennial_run(*args, "resume=true", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert list((tmp_path / "runs" / "synthetic-stateful").iterdir()) == [run_dir]
+    assert json.loads((run_dir / "summary.json").read_text())["windows"] == 4
+    changed = perennial_run(*args, "resume=true", "seed=1", cwd=tmp_path)
+    assert changed.returncode == 2 and "different config" in changed.stderr
+
+
+GROUPS = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_config_instantiates(group, option, tmp_path):
+    overrides = [f"{group}={option}"]
+    if group == "data" and option == "table":
+        unprepared_csv(tmp_path / "t.csv", n=300)
+        overrides += [f"data.path={tmp_path / 't.csv'}", "data.time_column=Order Date", "data.target=label"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+    node = cfg[group]
+    if group == "trainer":
+        import lightning as L
+
+        settings = dict(node)
+        if settings.get("accelerator") == "gpu":
+            pytest.skip("no GPU on this machine") if not _has_cuda() else None
+        L.Trainer(logger=False, **settings) if settings.get("accelerator") != "gpu" or _has_cuda() else None
+        return
+    if group == "strategy":
+        assert node.buffer is None or len(instantiate(node.buffer)) == 0
+        return
+    built = instantiate(node)
+    if group == "model":
+        built(in_shape=(1, 8, 8), n_classes=10)
+    assert built is not None
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
