@@ -158,6 +158,7 @@ class ContinuousDeployment:
             )
             for t in range(state["next_window"], len(self.windows)):
                 champion = self.step(t, state, champion, static)
+                self.prune_checkpoints(state)
                 bar.update(task, advance=1, champion=state["champion"])
         return state
 
@@ -298,8 +299,11 @@ class ContinuousDeployment:
             save_tree(self.run_dir / "checkpoint" / name, self.buffer.state_dict())
             state["buffer_file"] = name
         self.registry.set_state(CHECKPOINT_KEY, state)
+
+    def prune_checkpoints(self, state: dict) -> None:
+        """Delete buffer files older than the committed one; only after the commit, never inside it."""
         for old in (self.run_dir / "checkpoint").glob("buffer-*.safetensors"):
-            if old.name != state["buffer_file"] and old.name < state["buffer_file"]:
+            if old.name < state["buffer_file"]:
                 old.unlink(missing_ok=True)
 
     def check_same_config(self, state: dict) -> None:
