@@ -113,8 +113,15 @@ class ContinuousDeployment:
         return module
 
     def register(
-        self, cand: TrainedCandidate, parent: str | None, window: int, firing: Firing
+        self,
+        cand: TrainedCandidate,
+        parent: str | None,
+        window: int,
+        firing: Firing,
+        fresh: Evaluation | None,
     ) -> VersionRecord:
+        """Store a candidate; ``fresh`` is its score on held-out rows of the data it was trained for."""
+        scores = {k: v for k, v in fresh.scores().items() if k != "n"} if fresh else {}
         record = VersionRecord(
             id=self.registry.next_id(cand.kind, parent),
             parent=parent,
@@ -124,7 +131,7 @@ class ContinuousDeployment:
             n_samples=cand.n_samples,
             train_seconds=cand.train_seconds,
             config=self.config,
-            metrics={"n_replayed": cand.n_replayed, "samples_processed": cand.samples_processed},
+            metrics={**scores, "n_replayed": cand.n_replayed, "samples_processed": cand.samples_processed},
             trigger=firing.to_dict(),
             created_window=window,
         )
@@ -185,9 +192,8 @@ class ContinuousDeployment:
             "config": self.config,
         }
         with self.registry.transaction():
-            v1 = self.register(
-                cand, None, warm[-1], Firing("initial", "first model, trained on the warm-up windows")
-            )
+            first = Firing("initial", "first model, trained on the warm-up windows")
+            v1 = self.register(cand, None, warm[-1], first, self.on_holdouts(cand.module, warm))
             self.registry.promote(v1.id, window=warm[-1], reason="first model")
             self.registry.record_decision(v1.id, warm[-1], "promoted", {"reason": "first model"})
             state |= {"champion": v1.id, "static": v1.id}
@@ -243,13 +249,13 @@ class ContinuousDeployment:
         for i in pending:
             self.feed_buffer(i)
         # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
-        decision = self.judge(cand.module, champion, pending)
+        decision, fresh = self.judge(cand.module, champion, pending)
         self.trigger.reset()
         state["pending"] = []
         state["compute"]["train_seconds"] += cand.train_seconds
         state["compute"]["samples_processed"] += cand.samples_processed
         with self.registry.transaction():
-            record = self.register(cand, state["champion"] if stateful else None, t, firing)
+            record = self.register(cand, state["champion"] if stateful else None, t, firing, fresh)
             if decision.promote:
                 self.registry.promote(record.id, window=t, reason=decision.reason)
             else:
@@ -271,15 +277,18 @@ class ContinuousDeployment:
 
     def judge(
         self, candidate: ClassifierModule, champion: ClassifierModule, pending: list[int]
-    ) -> GateDecision:
+    ) -> tuple[GateDecision, Evaluation]:
+        """The gate's decision, and the candidate's score on the fresh rows."""
         fresh = self.split(pending[-1]).holdout
         past = self.gate.past(list(range(pending[0])))
-        return self.gate.decide(
-            evaluate(candidate, *fresh),
+        fresh_candidate = evaluate(candidate, *fresh)
+        decision = self.gate.decide(
+            fresh_candidate,
             evaluate(champion, *fresh),
             self.on_holdouts(candidate, past),
             self.on_holdouts(champion, past),
         )
+        return decision, fresh_candidate
 
     def feed_buffer(self, index: int) -> None:
         if self.buffer is not None:

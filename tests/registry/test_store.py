@@ -199,10 +199,17 @@ def test_lineage_tree_puts_children_under_parents(reg):
     assert reg.lineage_tree().splitlines() == [
         "v1  stateless  candidate  windows 0-2  n=1,234  acc=0.812",
         "├── v1.1  stateful  candidate  windows 3  n=0",
-        "│   └── v1.2  stateful  champion  windows 4-5  n=0",
+        "│   v1.2  stateful  champion  windows 4-5  n=0",
         "└── v1.3  stateful  candidate  windows -  n=0",
         "v2  stateless  candidate  windows -  n=0",
     ]
+
+
+def test_a_long_line_of_fine_tunes_stays_in_one_column(reg):
+    _add(reg)
+    for parent in ["v1", "v1.1", "v1.2"]:
+        _add(reg, "stateful", parent)
+    assert [line.split()[0] for line in reg.lineage_tree().splitlines()] == ["v1", "v1.1", "v1.2", "v1.3"]
 
 
 def test_opening_while_a_writer_adds_leaves_its_files_alone(tmp_path):

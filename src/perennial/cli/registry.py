@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -82,6 +83,8 @@ def _rollback(registry: Registry, reason: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if hasattr(signal, "SIGPIPE"):  # `perennial-registry DIR list | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = _parser().parse_args(argv)
     try:
         # create=False: a mistyped path must not leave an empty registry behind.

@@ -481,6 +481,11 @@ class Registry:
         def walk(record: VersionRecord, prefix: str, connector: str, child_prefix: str) -> None:
             lines.append(prefix + connector + describe(record))
             kids = children.get(record.id, [])
+            if len(kids) == 1:
+                # An only child continues its parent's column, so a run of 50 fine-tunes reads as a
+                # list instead of a staircase; indentation marks where the lineage branches.
+                walk(kids[0], prefix + child_prefix, "", "")
+                return
             for i, kid in enumerate(kids):
                 last = i == len(kids) - 1
                 walk(kid, prefix + child_prefix, "└── " if last else "├── ", "    " if last else "│   ")
