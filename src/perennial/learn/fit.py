@@ -24,7 +24,7 @@ class BatchLoader:
     """In-memory tensors cut into shuffled batches, a new seeded order each epoch.
 
     A per-sample DataLoader costs about 1.5x a plain loop on small models; slicing tensors that
-    are already in memory costs about 1.09x (docs/benchmarks.md), so training batches come from here.
+    are already in memory costs about 1.09x (docs/design.md, "Training speed"), so batches come from here.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
