@@ -14,7 +14,7 @@ One process writes a registry at a time; readers (the CLI, a dashboard) may look
 'v1'
 >>> print(reg.lineage_tree())
 v1  stateless  champion  windows -  n=0
-└── v1.1  stateful  rolled_back  windows -  n=0
+v1.1  stateful  rolled_back  windows -  n=0
 """
 
 from __future__ import annotations
