@@ -7,7 +7,7 @@ any point resumes from its last whole window with nothing lost and nothing train
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from perennial.data.window import DataError, Stream, Window
+from perennial.data.window import DataError, Stream, Window, holdout_split, window_seed
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
 from perennial.evaluate.metrics import Evaluation, evaluate
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
+from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
 from perennial.registry import Registry, VersionRecord, load_tree, save_tree
 from perennial.triggers.base import Firing, Observation, Trigger
@@ -52,11 +53,6 @@ class Split:
     holdout: tuple[np.ndarray, np.ndarray]
 
 
-def window_seed(seed: int, window: int) -> int:
-    """Each window draws from its own seed, so a resumed run repeats an uninterrupted one exactly."""
-    return seed * 1_000_003 + window
-
-
 class ContinuousDeployment:
     """Runs a stream through serve -> trigger -> update -> gate -> promote, one window at a time."""
 
@@ -74,6 +70,7 @@ class ContinuousDeployment:
         trainer: Mapping | None = None,
         config: dict | None = None,
         progress: bool = True,
+        regularizers: Sequence[Regularizer] = (),
     ) -> None:
         self.stream, self.build, self.update, self.trigger, self.gate = stream, build, update, trigger, gate
         self.buffer, self.registry, self.settings = buffer, registry, settings
@@ -81,6 +78,10 @@ class ContinuousDeployment:
         self.trainer = dict(trainer or {})
         self.config = config or {}
         self.progress = progress
+        self.regularizers = list(regularizers)
+        if any(r.needs_logits for r in self.regularizers) and buffer is None:
+            names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
+            raise ValueError(f"strategy {names} replays stored logits and needs a buffer (strategy.buffer)")
         self.windows: list[Window] = stream.windows()
         self._splits: dict[int, Split] = {}
         if len(self.windows) <= settings.warmup_windows:
@@ -93,9 +94,7 @@ class ContinuousDeployment:
     def split(self, index: int) -> Split:
         if index not in self._splits:
             w = self.windows[index]
-            order = np.random.default_rng(window_seed(self.settings.seed, index)).permutation(len(w))
-            n_hold = max(1, round(len(w) * self.settings.holdout_fraction)) if len(w) > 1 else 0
-            hold, train = order[:n_hold], order[n_hold:]
+            train, hold = holdout_split(len(w), index, self.settings.holdout_fraction, self.settings.seed)
             self._splits[index] = Split((w.x[train], w.y[train]), (w.x[hold], w.y[hold]))
         return self._splits[index]
 
@@ -110,6 +109,7 @@ class ContinuousDeployment:
         module = self.build()
         module.load_state_dict(self.registry.load_weights(version))
         module.optimizer_state = self.registry.load_extra(version, "optimizer")
+        module.strategy_state = self.registry.load_extra(version, "strategy") or {}
         return module
 
     def register(
@@ -136,6 +136,8 @@ class ContinuousDeployment:
             created_window=window,
         )
         extras = {"optimizer": cand.optimizer_state}
+        if cand.module.strategy_state:
+            extras["strategy"] = cand.module.strategy_state
         if cand.kind == "stateful" and self.buffer is not None:
             extras["buffer"] = self.buffer.state_dict()
         weights = {k: v.detach().cpu() for k, v in cand.module.state_dict().items()}
@@ -179,9 +181,11 @@ class ContinuousDeployment:
             weight_decay=self.update.weight_decay,
         )
         seed = window_seed(self.settings.seed, warm[-1])
-        cand = initial.run(self.build, None, self.train_splits(warm[-1]), warm, None, seed, self.trainer)
+        cand = initial.run(
+            self.build, None, self.train_splits(warm[-1]), warm, None, seed, self.trainer, self.regularizers
+        )
         for i in warm:
-            self.feed_buffer(i)
+            self.feed_buffer(i, cand.module)
         state = {
             "next_window": warm[-1] + 1,
             "champion": "",
@@ -245,9 +249,10 @@ class ContinuousDeployment:
             self.buffer,
             window_seed(self.settings.seed, t),
             self.trainer,
+            self.regularizers,
         )
         for i in pending:
-            self.feed_buffer(i)
+            self.feed_buffer(i, cand.module)
         # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
         decision, fresh = self.judge(cand.module, champion, pending)
         self.trigger.reset()
@@ -290,9 +295,16 @@ class ContinuousDeployment:
         )
         return decision, fresh_candidate
 
-    def feed_buffer(self, index: int) -> None:
-        if self.buffer is not None:
-            self.buffer.update(*self.split(index).train, window=index)
+    def feed_buffer(self, index: int, trained: ClassifierModule) -> None:
+        """Offer a window's training rows to the buffer, with the logits of the model that just
+        learned them when a strategy replays logits (DER++)."""
+        if self.buffer is None:
+            return
+        x, y = self.split(index).train
+        logits = None
+        if any(r.needs_logits for r in self.regularizers):
+            logits = trained.predict_logits(x).numpy()
+        self.buffer.update(x, y, window=index, logits=logits)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def checkpoint(self, state: dict, t: int) -> None:

@@ -66,6 +66,7 @@ def run(cfg: DictConfig) -> dict:
         trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
         config=config,
         progress=cfg.progress,
+        regularizers=[instantiate(r) for r in cfg.strategy.get("regularizers") or []],
     )
     state = loop.run(resume=bool(cfg.resume))
     matrix = loop.accuracy_matrix()

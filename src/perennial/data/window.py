@@ -41,6 +41,29 @@ class Window:
         return f"{self.start}..{self.end}"
 
 
+def window_seed(seed: int, window: int) -> int:
+    """Each window draws from its own seed, so a resumed run repeats an uninterrupted one exactly."""
+    return seed * 1_000_003 + window
+
+
+def holdout_split(
+    n_rows: int, index: int, holdout_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions ``(train, hold)`` of window ``index`` (``n_rows`` long), cut as the loop cuts it.
+
+    The loop holds these rows out of all training (the gate's fresh data and the accuracy matrix),
+    and :func:`perennial.data.avalanche.to_avalanche` makes the same cut, so numbers compare.
+    A window of one row is all training; any longer window holds out at least one row.
+
+    >>> train, hold = holdout_split(10, index=0)
+    >>> len(train), len(hold), sorted([*train, *hold]) == list(range(10))
+    (8, 2, True)
+    """
+    order = np.random.default_rng(window_seed(seed, index)).permutation(n_rows)
+    n_hold = max(1, round(n_rows * holdout_fraction)) if n_rows > 1 else 0
+    return order[n_hold:], order[:n_hold]
+
+
 @dataclass(frozen=True)
 class DataIssue:
     """One problem found in the input that the loop could go on from (a bad row, an empty window)."""

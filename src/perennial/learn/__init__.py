@@ -3,12 +3,17 @@
 from perennial.learn.backbones import MLP, SmallCNN
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer
+from perennial.learn.strategies import DER, EWC, LwF, Regularizer
 from perennial.learn.updater import StatefulUpdate, StatelessUpdate, TrainedCandidate, Update
 
 __all__ = [
+    "DER",
+    "EWC",
     "MLP",
     "ClassBalancedBuffer",
     "ClassifierModule",
+    "LwF",
+    "Regularizer",
     "ReplayBuffer",
     "ReservoirBuffer",
     "SmallCNN",

@@ -21,27 +21,29 @@ warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
 class BatchLoader:
-    """In-memory tensors cut into shuffled batches, a new seeded order each epoch.
+    """Aligned in-memory arrays (``x``, ``y`` and any extras) cut into shuffled batches of dicts,
+    a new seeded order each epoch.
 
     A per-sample DataLoader costs about 1.5x a plain loop on small models; slicing tensors that
     are already in memory costs about 1.09x (docs/design.md, "Training speed"), so batches come from here.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
-        if len(x) == 0:
+    def __init__(self, data: Mapping[str, np.ndarray], batch_size: int, seed: int) -> None:
+        if len(data["y"]) == 0:
             raise ValueError("cannot train on an empty set of examples")
-        self.x, self.y = torch.as_tensor(x), torch.as_tensor(y)
+        self.tensors = {k: torch.as_tensor(np.require(v, requirements="W")) for k, v in data.items()}
+        self.n = len(data["y"])
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
+        return -(-self.n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self.y), generator=self.generator)
-        for i in range(0, len(order), self.batch_size):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        order = torch.randperm(self.n, generator=self.generator)
+        for i in range(0, self.n, self.batch_size):
             idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            yield {k: t[idx] for k, t in self.tensors.items()}
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,17 @@ class FitResult:
 
 def fit(
     module: L.LightningModule,
-    x: np.ndarray,
-    y: np.ndarray,
+    data: Mapping[str, np.ndarray],
     *,
     epochs: int,
     batch_size: int,
     seed: int,
     trainer: Mapping | None = None,
 ) -> FitResult:
-    """Train ``module`` in place for ``epochs`` and return the time, work done and optimizer state."""
+    """Train ``module`` in place for ``epochs`` on ``data`` (``x``, ``y`` and any extras the module's
+    loss reads, e.g. replayed logits) and return the time, work done and optimizer state."""
     L.seed_everything(seed, workers=False, verbose=False)
-    loader = BatchLoader(x, y, batch_size, seed)
+    loader = BatchLoader(data, batch_size, seed)
     settings = {"accelerator": "cpu", "devices": 1, **(trainer or {})}
     trainer_ = L.Trainer(
         max_epochs=epochs,
@@ -79,7 +81,9 @@ def fit(
     seconds = time.perf_counter() - start
     optimizer_state = _to_cpu(trainer_.optimizers[0].state_dict())
     module.cpu()
-    return FitResult(seconds=seconds, samples_processed=len(y) * epochs, optimizer_state=optimizer_state)
+    return FitResult(
+        seconds=seconds, samples_processed=len(data["y"]) * epochs, optimizer_state=optimizer_state
+    )
 
 
 def _to_cpu(tree):

@@ -15,6 +15,9 @@ class ClassifierModule(L.LightningModule):
     The optimizer settings are attributes, not hyperparameters, because the update that trains the
     module sets them (a stateful fine-tune may use a smaller learning rate than a retrain), and
     ``optimizer_state`` lets a fine-tune continue its parent's Adam moments instead of restarting them.
+
+    ``regularizers`` (anti-forgetting terms such as EWC or LwF) add to the loss while an update
+    trains; ``strategy_state`` is what they hand from a version to the versions fine-tuned from it.
     """
 
     def __init__(self, backbone: nn.Module, n_classes: int) -> None:
@@ -24,13 +27,18 @@ class ClassifierModule(L.LightningModule):
         self.lr = 1e-3
         self.weight_decay = 0.0
         self.optimizer_state: dict | None = None
+        self.strategy_state: dict = {}
+        self.regularizers: list = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["x"])
+        loss = F.cross_entropy(logits, batch["y"])
+        for regularizer in self.regularizers:
+            loss = loss + regularizer.penalty(self, batch, logits)
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

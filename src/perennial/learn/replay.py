@@ -21,14 +21,18 @@ class ReplayBuffer(ABC):
     seen, so a resumed run draws exactly what an uninterrupted one would.
     """
 
-    def __init__(self, capacity: int, seed: int = 0) -> None:
-        if capacity < 0:
-            raise ValueError(f"buffer capacity must be >= 0, got {capacity}")
+    def __init__(self, capacity: int, seed: int = 0, max_gib: float = 4.0) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"strategy.buffer.capacity must be a whole number >= 0, got {capacity!r}")
+        if not max_gib > 0:
+            raise ValueError(f"strategy.buffer.max_gib must be > 0, got {max_gib!r}")
         self.capacity = capacity
         self.seed = seed
+        self.max_gib = max_gib
         self.x: np.ndarray | None = None
         self.y = np.empty(0, np.int64)
         self.window = np.empty(0, np.int64)
+        self.logits: np.ndarray | None = None  # kept only for strategies that replay logits (DER++)
         self.seen = 0
 
     def __len__(self) -> int:
@@ -37,18 +41,38 @@ class ReplayBuffer(ABC):
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.seen, salt])
 
-    def update(self, x: np.ndarray, y: np.ndarray, window: int) -> None:
-        """Offer a window's examples to the buffer; which ones stay depends on the policy."""
+    def update(self, x: np.ndarray, y: np.ndarray, window: int, logits: np.ndarray | None = None) -> None:
+        """Offer a window's examples (and optionally the model's logits for them) to the buffer;
+        which ones stay depends on the policy."""
         if self.capacity == 0 or len(y) == 0:
             self.seen += len(y)
             return
         if self.x is None:
+            self._check_room(x)
             self.x = np.empty((0, *x.shape[1:]), dtype=x.dtype)
+            if logits is not None:
+                self.logits = np.empty((0, logits.shape[1]), np.float32)
+        if (logits is None) != (self.logits is None):
+            raise ValueError("a buffer that keeps logits needs them with every update, and only then")
         keep_old, keep_new = self._select(np.asarray(y, np.int64))
+        if self.logits is not None:
+            self.logits = np.concatenate([self.logits[keep_old], np.asarray(logits, np.float32)[keep_new]])
         self.x = np.concatenate([self.x[keep_old], x[keep_new]])
         self.y = np.concatenate([self.y[keep_old], np.asarray(y, np.int64)[keep_new]])
         self.window = np.concatenate([self.window[keep_old], np.full(len(keep_new), window, np.int64)])
         self.seen += len(y)
+
+    def _check_room(self, x: np.ndarray) -> None:
+        """Refuse a capacity whose examples would not fit in ``max_gib``, before storing any."""
+        per_example = max(1, x[:1].nbytes)
+        allowed = int(self.max_gib * 2**30 // per_example)
+        if self.capacity > allowed:
+            raise ValueError(
+                f"strategy.buffer.capacity={self.capacity:,} needs "
+                f"{self.capacity * per_example / 2**30:.1f} GiB "
+                f"for examples of shape {x.shape[1:]}; allowed range is 0..{allowed:,} "
+                f"(strategy.buffer.max_gib={self.max_gib})"
+            )
 
     @abstractmethod
     def _select(self, y_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,10 +80,18 @@ class ReplayBuffer(ABC):
 
     def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``n`` stored examples drawn without replacement."""
+        drawn = self.draw(n, seed)
+        return drawn["x"], drawn["y"]
+
+    def draw(self, n: int, seed: int) -> dict[str, np.ndarray]:
+        """Up to ``n`` stored examples drawn without replacement, with their window and any logits."""
         if n <= 0 or len(self) == 0 or self.x is None:
-            return np.empty((0,)), np.empty(0, np.int64)
+            return {"x": np.empty((0,)), "y": np.empty(0, np.int64), "window": np.empty(0, np.int64)}
         idx = np.random.default_rng(seed).permutation(len(self))[: min(n, len(self))]
-        return self.x[idx], self.y[idx]
+        drawn = {"x": self.x[idx], "y": self.y[idx], "window": self.window[idx]}
+        if self.logits is not None:
+            drawn["logits"] = self.logits[idx]
+        return drawn
 
     def state_dict(self) -> dict:
         x = self.x if self.x is not None else np.empty(0, np.float32)
@@ -69,12 +101,14 @@ class ReplayBuffer(ABC):
             "window": torch.from_numpy(self.window),
             "seen": self.seen,
             "has_x": self.x is not None,
+            **({"logits": torch.from_numpy(self.logits)} if self.logits is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.x = state["x"].numpy() if state["has_x"] else None
         self.y = state["y"].numpy().astype(np.int64)
         self.window = state["window"].numpy().astype(np.int64)
+        self.logits = state["logits"].numpy() if "logits" in state else None
         self.seen = int(state["seen"])
 
 
@@ -117,8 +151,8 @@ class ClassBalancedBuffer(ReplayBuffer):
     [15, 5]
     """
 
-    def __init__(self, capacity: int, seed: int = 0) -> None:
-        super().__init__(capacity, seed)
+    def __init__(self, capacity: int, seed: int = 0, max_gib: float = 4.0) -> None:
+        super().__init__(capacity, seed, max_gib)
         self.seen_per_class: dict[int, int] = {}
 
     def _select(self, y_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

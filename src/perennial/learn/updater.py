@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,6 +14,7 @@ import numpy as np
 from perennial.learn.fit import fit
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
+from perennial.learn.strategies import Regularizer
 
 # The training part of each labelled window, by window index.
 TrainSplits = Mapping[int, tuple[np.ndarray, np.ndarray]]
@@ -69,25 +70,48 @@ class Update(ABC):
         buffer: ReplayBuffer | None,
         seed: int,
         trainer: Mapping | None = None,
+        regularizers: Sequence[Regularizer] = (),
     ) -> TrainedCandidate:
         windows = self.training_windows(new, sorted(splits))
         x = np.concatenate([splits[w][0] for w in windows])
         y = np.concatenate([splits[w][1] for w in windows])
+        data = {"x": x, "y": y}
         n_replay = self.replay_count(len(y), buffer)
         if n_replay and buffer is not None:
-            rx, ry = buffer.sample(n_replay, seed)
-            x, y = np.concatenate([x, rx.astype(x.dtype)]), np.concatenate([y, ry])
-            n_replay = len(ry)
+            drawn = buffer.draw(n_replay, seed)
+            n_replay = len(drawn["y"])
+            data = {
+                "x": np.concatenate([x, drawn["x"].astype(x.dtype)]),
+                "y": np.concatenate([y, drawn["y"]]),
+            }
+            if "logits" in drawn:  # DER++: replayed rows carry the logits they were stored with
+                data["logits"] = np.concatenate(
+                    [np.zeros((len(y), drawn["logits"].shape[1]), np.float32), drawn["logits"]]
+                )
+                data["replayed"] = np.r_[np.zeros(len(y), bool), np.ones(n_replay, bool)]
         L.seed_everything(seed, workers=False, verbose=False)  # a fresh backbone's init is seeded too
         module = self.start(build, champion)
         module.lr, module.weight_decay = self.lr, self.weight_decay
-        result = fit(module, x, y, epochs=self.epochs, batch_size=self.batch_size, seed=seed, trainer=trainer)
+        inherited = module.strategy_state
+        for regularizer in regularizers:
+            regularizer.begin(module, inherited.get(regularizer.name))
+        module.regularizers = list(regularizers)
+        try:
+            result = fit(
+                module, data, epochs=self.epochs, batch_size=self.batch_size, seed=seed, trainer=trainer
+            )
+        finally:
+            module.regularizers = []
         module.optimizer_state = result.optimizer_state  # a later fine-tune of this version continues it
+        # What this version hands down is computed on its new data, as continual-learning methods do.
+        module.strategy_state = {
+            r.name: r.end(module, {"x": x, "y": y}, inherited.get(r.name)) for r in regularizers
+        }
         return TrainedCandidate(
             module=module,
             kind=self.kind,
             trained_on_windows=windows,
-            n_samples=len(y),
+            n_samples=len(data["y"]),
             n_replayed=n_replay,
             samples_processed=result.samples_processed,
             train_seconds=result.seconds,
