@@ -38,7 +38,14 @@ def small_stream(**kw) -> SyntheticStream:
 
 
 def make_loop(
-    run_dir: Path, stream=None, update=None, buffer="reservoir", trigger=None, gate=None, **settings
+    run_dir: Path,
+    stream=None,
+    update=None,
+    buffer="reservoir",
+    trigger=None,
+    gate=None,
+    regularizers=(),
+    **settings,
 ):
     stream = stream or small_stream()
     if buffer == "reservoir":
@@ -55,6 +62,7 @@ def make_loop(
         settings=LoopSettings(**{"warmup_windows": 1, "initial_epochs": 5, **settings}),
         config={"test": True},
         progress=False,
+        regularizers=regularizers,
     )
 
 
