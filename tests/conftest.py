@@ -69,3 +69,19 @@ def make_loop(
 @pytest.fixture
 def loop_factory(tmp_path):
     return partial(make_loop, tmp_path)
+
+
+def kill_mid_window(loop: ContinuousDeployment, window: int) -> None:
+    """Run ``loop`` until ``window`` has trained its candidate, then die before the window commits,
+    as a killed process would; the registry is closed like a dead process's file handles."""
+    real = loop.registry.record_decision
+
+    def crash(version, at, *args, **kwargs):
+        if at == window:
+            raise KeyboardInterrupt("killed after training, before the window committed")
+        return real(version, at, *args, **kwargs)
+
+    loop.registry.record_decision = crash
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    loop.registry.close()

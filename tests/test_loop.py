@@ -11,7 +11,7 @@ from perennial.learn import ReservoirBuffer, StatefulUpdate, StatelessUpdate
 from perennial.registry import Registry, load_tree
 from perennial.report import summarize
 from perennial.triggers import TimeTrigger
-from tests.conftest import make_loop
+from tests.conftest import kill_mid_window, make_loop
 
 
 def lineage(registry: Registry) -> list[tuple]:
@@ -145,23 +145,11 @@ def comparable(registry: Registry) -> tuple:
     return versions, decisions, weights
 
 
-def test_a_run_killed_mid_window_resumes_to_the_same_registry_and_summary(tmp_path, monkeypatch):
+def test_a_run_killed_mid_window_resumes_to_the_same_registry_and_summary(tmp_path):
     whole = make_loop(tmp_path / "whole")
     whole_state = whole.run()
 
-    crashed = make_loop(tmp_path / "crashed")
-    real = crashed.registry.record_decision
-
-    def crash_at_window_3(version, window, *args, **kwargs):
-        if window == 3:
-            raise KeyboardInterrupt("killed after training, before the window committed")
-        return real(version, window, *args, **kwargs)
-
-    monkeypatch.setattr(crashed.registry, "record_decision", crash_at_window_3)
-    with pytest.raises(KeyboardInterrupt):
-        crashed.run()
-    crashed.registry.close()
-    monkeypatch.undo()
+    kill_mid_window(make_loop(tmp_path / "crashed"), window=3)
 
     resumed = make_loop(tmp_path / "crashed")  # a new process: fresh objects over the same directory
     assert resumed.registry.get_state("loop")["next_window"] == 3

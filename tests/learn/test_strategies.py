@@ -18,7 +18,7 @@ from perennial.learn import DER, EWC, MLP, ClassifierModule, LwF, ReservoirBuffe
 from perennial.learn.fit import BatchLoader
 from perennial.registry import load_tree
 from perennial.report import summarize
-from tests.conftest import make_loop
+from tests.conftest import kill_mid_window, make_loop
 from tests.test_loop import comparable
 
 
@@ -144,25 +144,13 @@ def test_every_strategy_forgets_less_than_naive_fine_tuning_on_class_incremental
 
 
 # ---- state through kill and resume --------------------------------------------------------------
-def test_strategy_state_survives_kill_and_resume(tmp_path, monkeypatch):
+def test_strategy_state_survives_kill_and_resume(tmp_path):
     def loop_at(path):
         return make_loop(path, buffer=ReservoirBuffer(200), regularizers=[EWC(lam=50.0), DER(alpha=0.3)])
 
     whole = loop_at(tmp_path / "whole")
     whole.run()
-    crashed = loop_at(tmp_path / "crashed")
-    real = crashed.registry.record_decision
-
-    def crash_at_window_3(version, window, *args, **kwargs):
-        if window == 3:
-            raise KeyboardInterrupt
-        return real(version, window, *args, **kwargs)
-
-    monkeypatch.setattr(crashed.registry, "record_decision", crash_at_window_3)
-    with pytest.raises(KeyboardInterrupt):
-        crashed.run()
-    crashed.registry.close()
-    monkeypatch.undo()
+    kill_mid_window(loop_at(tmp_path / "crashed"), window=3)
     resumed = loop_at(tmp_path / "crashed")
     resumed.run(resume=True)
     assert comparable(whole.registry)[:2] == comparable(resumed.registry)[:2]
