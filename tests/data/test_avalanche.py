@@ -7,7 +7,7 @@ from avalanche.benchmarks.scenarios import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 from avalanche.benchmarks.utils import as_classification_dataset
 from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.training import Naive
+from avalanche.training import LwF, Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch.utils.data import TensorDataset
 
@@ -142,6 +142,25 @@ def test_an_avalanche_strategy_trains_and_scores_on_an_exported_benchmark(digits
     strategy.train(benchmark.train_stream[0])
     results = strategy.eval(benchmark.test_stream[:1])
     assert results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"] > 0.9  # 0 versus 1
+
+
+def test_avalanche_lwf_runs_over_several_exported_experiences(digits):
+    # LwF reads each experience's `task_set` after training on it: exported datasets are task-aware.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    strategy = LwF(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        criterion=torch.nn.CrossEntropyLoss(),
+        alpha=1.0,
+        temperature=2.0,
+        train_mb_size=64,
+        train_epochs=1,
+        evaluator=EvaluationPlugin(loggers=[]),
+    )
+    benchmark = to_avalanche(digits)
+    for experience in benchmark.train_stream[:2]:
+        strategy.train(experience)
 
 
 def test_wrong_inputs_say_what_was_given_and_what_is_accepted(digits):

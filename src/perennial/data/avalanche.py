@@ -21,6 +21,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="no QP solver found")
     from avalanche.benchmarks.scenarios import CLScenario, benchmark_from_datasets, with_task_labels
     from avalanche.benchmarks.utils import ConstantSequence, TaskLabels, as_classification_dataset
+    from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
 
 if TYPE_CHECKING:
     from avalanche.benchmarks.utils import AvalancheDataset
@@ -67,7 +68,9 @@ def _classification_dataset(x: np.ndarray, y: np.ndarray) -> AvalancheDataset:
     data.targets = y.tolist()
     # An empty ConstantSequence breaks with_task_labels (it reads element 0), so empty sets get a list.
     tasks = ConstantSequence(0, len(y)) if len(y) else []
-    return as_classification_dataset(data).update_data_attribute("targets_task_labels", TaskLabels(tasks))
+    labelled = as_classification_dataset(data).update_data_attribute("targets_task_labels", TaskLabels(tasks))
+    # Task-aware, because Avalanche's LwF (and others) read `task_set` from every experience's dataset.
+    return TaskAwareSupervisedClassificationDataset([labelled])
 
 
 @dataclass

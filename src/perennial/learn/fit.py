@@ -24,8 +24,8 @@ class BatchLoader:
     """Aligned in-memory arrays (``x``, ``y`` and any extras) cut into shuffled batches of dicts,
     a new seeded order each epoch.
 
-    A per-sample DataLoader costs about 1.5x a plain loop on small models; slicing tensors that
-    are already in memory costs about 1.09x (docs/design.md, "Training speed"), so batches come from here.
+    A per-sample DataLoader adds per-example Python work to every step; slicing tensors already in
+    memory adds none (docs/design.md, "Training speed"), so training batches come from here.
     """
 
     def __init__(self, data: Mapping[str, np.ndarray], batch_size: int, seed: int) -> None:
