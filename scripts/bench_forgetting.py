@@ -6,10 +6,12 @@ retraining. Both sides get the same model (initialised from the same seed), opti
 size, buffer size and rows: Avalanche's experiences come from ``to_avalanche`` of the perennial stream,
 so its train and test rows are exactly the loop's training and held-out rows. Measured per method and
 side: the accuracy matrix (forgetting and BWT computed the same way from both), wall time, peak memory
-and samples processed; and perennial's ``fit()`` against a plain PyTorch loop. One process, one side
-at a time:
+and samples processed; and perennial's ``fit()`` against a plain PyTorch loop. Two more runs put the
+aims in context: every method again with a small MLP (1x64, one seed), where per-step framework costs
+weigh more, for wall time; and replay against joint on the 50-window weather stream, the long history
+that the samples aim is about. One process, one side at a time:
 
-    .venv/bin/python scripts/bench_forgetting.py            # the full run, about 11 minutes on 2 cores
+    .venv/bin/python scripts/bench_forgetting.py            # the full run, about 18 minutes on 2 cores
     .venv/bin/python scripts/bench_forgetting.py --quick    # a smoke run; writes nothing unless --out
 """
 
@@ -30,6 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,6 +44,7 @@ from torch.nn import CrossEntropyLoss
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+import bench_update
 from bench_update import command, load_average, machine, replace_section
 from perennial.data import FashionMNISTStream, Stream
 from perennial.data.window import window_seed
@@ -82,6 +86,8 @@ SECTION = "bench_forgetting"
 N_WINDOWS = 5
 TRAINED = list(range(N_WINDOWS))  # row i of every matrix is the model after learning window i
 HIDDEN = (512,)  # the MLP 1x512 of Avalanche's permuted-MNIST reference baselines
+# A small model, where per-step framework costs outweigh the arithmetic (docs/design.md, "Training speed").
+SMALL_HIDDEN = (64,)
 BATCH_SIZE = 64
 LR = 1e-3
 HOLDOUT = 0.2
@@ -171,6 +177,7 @@ class Bench:
     title: str
     stream: Stream
     seed: int
+    hidden: tuple[int, ...] = HIDDEN
 
 
 @dataclass
@@ -185,6 +192,7 @@ class Outcome:
     peak_mib: float
     samples: int
     memory_method: str
+    hidden: tuple[int, ...] = HIDDEN
 
     MEASURES: ClassVar[tuple[str, ...]] = (
         "final_accuracy",
@@ -207,18 +215,18 @@ class Outcome:
         return backward_transfer(self.matrix, TRAINED)
 
 
-def backbone() -> torch.nn.Module:
-    return MLP(in_shape=(1, 28, 28), n_classes=10, hidden=HIDDEN)
+def backbone(hidden: tuple[int, ...] = HIDDEN) -> torch.nn.Module:
+    return MLP(in_shape=(1, 28, 28), n_classes=10, hidden=hidden)
 
 
-def seeded_backbone(seed: int) -> torch.nn.Module:
+def seeded_backbone(seed: int, hidden: tuple[int, ...] = HIDDEN) -> torch.nn.Module:
     """The backbone as perennial's updates build it: right after seeding torch with ``seed``."""
     torch.manual_seed(seed)
-    return backbone()
+    return backbone(hidden)
 
 
-def build_module() -> ClassifierModule:
-    return ClassifierModule(backbone(), 10)
+def build_module(hidden: tuple[int, ...] = HIDDEN) -> ClassifierModule:
+    return ClassifierModule(backbone(hidden), 10)
 
 
 def check_same_start(seed: int) -> None:
@@ -299,7 +307,7 @@ def run_perennial(
         registry = Registry(run_dir / "registry")
         loop = ContinuousDeployment(
             stream=bench.stream,
-            build=build_module,
+            build=partial(build_module, bench.hidden),
             update=update,
             trigger=EveryWindow(),
             gate=PromotionGate(tolerance=1.0, forgetting_tolerance=1.0, seed=bench.seed),
@@ -337,6 +345,7 @@ def run_perennial(
         measured.peak_mib,
         int(state["compute"]["samples_processed"]),
         measured.method,
+        bench.hidden,
     )
 
 
@@ -396,11 +405,11 @@ def run_avalanche(bench: Bench, method: str, args: argparse.Namespace) -> Outcom
         train, test = list(benchmark.train_stream), benchmark.test_stream
         if method != "joint":
             strategy = avalanche_strategy(
-                method, seeded_backbone(window_seed(bench.seed, 0)), args.epochs, counter
+                method, seeded_backbone(window_seed(bench.seed, 0), bench.hidden), args.epochs, counter
             )
         for i, experience in enumerate(train):
             if method == "joint":  # retrain from scratch on all experiences so far, as StatelessUpdate does
-                model = seeded_backbone(window_seed(bench.seed, i))
+                model = seeded_backbone(window_seed(bench.seed, i), bench.hidden)
                 strategy = avalanche_strategy(method, model, args.epochs, counter)
             torch.manual_seed(window_seed(bench.seed, i))  # Avalanche shuffles with torch's global generator
             # Recorded, not shown: Avalanche warns on every call to its own deprecated buffer update,
@@ -421,6 +430,7 @@ def run_avalanche(bench: Bench, method: str, args: argparse.Namespace) -> Outcom
         measured.peak_mib,
         counter.samples,
         measured.method,
+        bench.hidden,
     )
 
 
@@ -430,8 +440,8 @@ class Throughput:
     rows: int
     steps: int
     samples: int
-    fit_seconds: list[float]  # the whole fit() call, Trainer construction included
-    fit_inner_seconds: list[float]  # FitResult.seconds: Trainer.fit only
+    fit_seconds: list[float]  # the whole fit() call, Fabric's construction included
+    fit_inner_seconds: list[float]  # FitResult.seconds: the training loop only
     plain_seconds: list[float]
 
     @property
@@ -660,7 +670,7 @@ def aims(pairs: Pairs, tp: Throughput | None) -> list[str]:
     if tp is not None:
         line = (
             f"- Training overhead of fit() within {OVERHEAD}x of a plain PyTorch loop: {tp.overhead:.2f}x "
-            f"(Trainer.fit alone {tp.inner_overhead:.2f}x): {verdict(tp.overhead <= OVERHEAD)}"
+            f"(its training loop alone {tp.inner_overhead:.2f}x): {verdict(tp.overhead <= OVERHEAD)}"
         )
         if tp.overhead > OVERHEAD:
             line += f", over the aim by {100 * (tp.overhead / OVERHEAD - 1):.0f}%"
@@ -719,6 +729,8 @@ def why_samples(replay: Outcome, joint: Outcome) -> str:
 
 def section(
     outcomes: list[Outcome],
+    small: list[Outcome],
+    long: LongHistory | None,
     tp: Throughput | None,
     benches: list[Bench],
     args: argparse.Namespace,
@@ -753,7 +765,7 @@ and 1 of the class-incremental stream, about one replay update's training set), 
 {args.epochs} epochs = {tp.steps} steps each. The plain loop gets the very batches fit()'s loader cuts
 (same seeded permutations), already sliced into tensors, so it pays nothing for batching. Alternating
 order, one warm-up round, median of {args.repeats}: fit() {fit_s:.2f} s for the whole call
-({tp.samples / fit_s:,.0f} samples/s; its Trainer.fit alone {inner_s:.2f} s), plain loop {plain_s:.2f} s
+({tp.samples / fit_s:,.0f} samples/s; its training loop alone {inner_s:.2f} s), plain loop {plain_s:.2f} s
 ({tp.samples / plain_s:,.0f} samples/s): overhead **{tp.overhead:.2f}x**, {per_step:.2f} ms a step on
 top of the plain loop's {1e3 * plain_s / tp.steps:.2f} ms. Rounds, fit / plain (s): {rounds}.
 """
@@ -806,18 +818,18 @@ minibatch of {BATCH_SIZE} new rows, its DER a class-balanced buffer with the sam
 DER draw from a reservoir once per update and shuffle the replayed rows in with the new ones (one CE over
 the mixed batch). EWC's and LwF's loss terms are the same formulas. Shuffle orders differ.
 
-Wall s is the whole method run: perennial's loop construction, `loop.run()` (training, serving and
-gate evaluations, registry writes of weights, optimizer state and buffer, checkpoints) and
+Wall s is the whole method run: perennial's loop construction, `loop.run()` (training, serving and gate
+evaluations, registry writes of weights, optimizer state and buffer, checkpoints) and
 `loop.accuracy_matrix()`; Avalanche's benchmark construction, strategy construction, training and the
-evaluation after every experience. Train s is perennial's `Trainer.fit` time (compute.train_seconds) and
-Avalanche's `strategy.train` calls (which include its end-of-experience hooks: EWC's Fisher, buffer
-updates). Peak memory is the growth of the process's resident set during the run above its level at the
-start ({memory_method}: after `gc.collect()` and `malloc_trim(0)`, the kernel's high-water mark is reset
-through /proc/self/clear_refs and read at the end, so no short peak is missed; tracemalloc would miss
-torch's tensors). It counts memory freed by Python but still held by the C allocator, the same way on both
-sides. Samples processed counts every example in every training minibatch, replayed ones
-included (epochs x rows), not EWC's Fisher passes nor forward-only passes. Other work can share this
-machine ({load}), so seconds are indicative; samples and accuracies are exact.
+evaluation after every experience. Train s is perennial's training-loop time in `fit()`
+(compute.train_seconds) and Avalanche's `strategy.train` calls (which include its end-of-experience
+hooks: EWC's Fisher, buffer updates). Peak memory is the growth of the process's resident set during the
+run above its level at the start ({memory_method}: after `gc.collect()` and `malloc_trim(0)`, the
+kernel's high-water mark is reset through /proc/self/clear_refs and read at the end, so no short peak is
+missed; tracemalloc would miss torch's tensors). It counts memory freed by Python but still held by the C
+allocator, the same way on both sides. Samples processed counts every example in every training
+minibatch, replayed ones included (epochs x rows), not EWC's Fisher passes nor forward-only passes. Other
+work can share this machine ({load}), so seconds are indicative; samples and accuracies are exact.
 
 Accuracies, forgetting and BWT are means over the seeds; the difference column also lists each seed's
 perennial-minus-Avalanche gap. For scale: one final average accuracy is measured on {held_out:,} held-out
@@ -829,10 +841,10 @@ runs carries that twice, before any difference from training order.
 Costs are means per seed (wall ratio: of those means; the last row sums every run).
 
 {cost_table(pairs)}
-{tp_text}
+{tp_text}{small_model_text(small, args)}{long_history_text(long)}
 Aims:
 
-{chr(10).join(aims(pairs, tp))}
+{chr(10).join(aims(pairs, tp) + small_model_aims(small) + long_history_aims(long))}
 
 <details><summary>Accuracy matrices (row i: after learning window i; columns: windows 0-4)</summary>
 
@@ -871,6 +883,162 @@ def print_results(console: Console, outcomes: list[Outcome]) -> None:
     console.print(table)
 
 
+# ---- runs -------------------------------------------------------------------------------------
+def run_sides(
+    jobs: list[tuple[Bench, str]],
+    args: argparse.Namespace,
+    workdir: Path,
+    console: Console,
+    tag: str = "",
+    check_rows: bool = False,
+) -> list[Outcome]:
+    """Both sides of every (stream, method) job, alternating which side goes first, so neither
+    always runs on a warmer (or busier) machine."""
+    outcomes = []
+    for i, (bench, method) in enumerate(jobs, 1):
+        for side in SIDES if i % 2 else SIDES[::-1]:
+            console.rule(
+                f"[bold]{tag}[{i}/{len(jobs)}] {bench.stream.name} · {method} · {side} · seed {bench.seed}"
+            )
+            if side == "perennial":
+                check = check_rows and method == args.methods[0]
+                outcome = run_perennial(bench, method, args, workdir / f"seed{bench.seed}", check_rows=check)
+            else:
+                outcome = run_avalanche(bench, method, args)
+            outcomes.append(outcome)
+            console.print(
+                f"final avg {fmt(outcome.final_accuracy)}, forgetting {fmt(outcome.forgetting)}, "
+                f"BWT {outcome.bwt:+.3f}, {outcome.samples:,} samples, "
+                f"{outcome.wall_seconds:.1f} s, peak +{outcome.peak_mib:.1f} MiB"
+            )
+    return outcomes
+
+
+@dataclass(frozen=True)
+class LongHistory:
+    """Replay against joint on a stream with a long history, perennial only (bench_update's runs)."""
+
+    bench: bench_update.Bench
+    epochs: int
+    replay: bench_update.Result
+    joint: bench_update.Result
+
+
+def run_long_history(args: argparse.Namespace, workdir: Path, console: Console) -> LongHistory:
+    """On 5 windows joint retrains on only 15 windows' rows, so the samples aim cannot be met there
+    (``why_samples``); the weather stream's 50 yearly windows are the history the aim is about."""
+    epochs = 1 if args.quick else bench_update.EPOCHS
+    settings = argparse.Namespace(
+        streams=["weather"], weather_windows=8 if args.quick else None, epochs=epochs, seed=args.seeds[0]
+    )
+    bench = bench_update.benches(settings)[0]
+    results = {}
+    for mode in ("stateful+replay", "stateless all-history"):
+        console.rule(f"[bold]long history · {bench.stream.name} · {mode}")
+        results[mode] = bench_update.run_mode(bench, mode, epochs, workdir)
+    return LongHistory(bench, epochs, results["stateful+replay"], results["stateless all-history"])
+
+
+# ---- the report: small model and long history --------------------------------------------------
+def small_model_text(small: list[Outcome], args: argparse.Namespace) -> str:
+    if not small:
+        return ""
+    pairs = paired(small)
+    lines = [
+        "| stream | method | final avg acc p / A | wall s p / A | wall ratio p/A | train s p / A |",
+        "|" + "---|" * 6,
+    ]
+    for (stream, method), pair in pairs.items():
+        m = {(side, k): pair.mean(side, k) for side in SIDES for k in Outcome.MEASURES}
+        lines.append(
+            f"| {stream} | {method} "
+            f"| {fmt(m['perennial', 'final_accuracy'])} / {fmt(m['avalanche', 'final_accuracy'])} "
+            f"| {m['perennial', 'wall_seconds']:.1f} / {m['avalanche', 'wall_seconds']:.1f} "
+            f"| {fmt(ratio(m['perennial', 'wall_seconds'], m['avalanche', 'wall_seconds']), 2)} "
+            f"| {m['perennial', 'train_seconds']:.1f} / {m['avalanche', 'train_seconds']:.1f} |"
+        )
+    totals = {side: sum(pair.total(side, "wall_seconds") for pair in pairs.values()) for side in SIDES}
+    lines.append(
+        f"| all | all | | {totals['perennial']:.1f} / {totals['avalanche']:.1f} "
+        f"| {fmt(ratio(totals['perennial'], totals['avalanche']), 2)} | |"
+    )
+    hidden = ", ".join(map(str, small[0].hidden))
+    table = "\n".join(lines)
+    return f"""
+Small model, seed {small[0].seed}: the same streams, methods, epochs, batches and both sides' settings as
+above, with `MLP(hidden=[{hidden}])`, where a step's arithmetic is small and each framework's per-step
+costs (batching, hooks, callbacks) make up more of the wall time. Accuracies are one seed's, for reference.
+
+{table}
+"""
+
+
+def small_model_aims(small: list[Outcome]) -> list[str]:
+    if not small:
+        return []
+    pairs = paired(small)
+    wall = {
+        k: ratio(pair.total("perennial", "wall_seconds"), pair.total("avalanche", "wall_seconds"))
+        for k, pair in pairs.items()
+    }
+    meet = [k for k, r in wall.items() if r <= WALL_SHARE]
+    total = ratio(
+        sum(p.total("perennial", "wall_seconds") for p in pairs.values()),
+        sum(p.total("avalanche", "wall_seconds") for p in pairs.values()),
+    )
+    return [
+        f"- Wall time at most 1/3 of Avalanche's with the small model "
+        f"(MLP [{', '.join(map(str, small[0].hidden))}]): {len(meet)} of {len(wall)} meet it; ratios "
+        f"{fmt(min(wall.values()), 2)} to {fmt(max(wall.values()), 2)}, {fmt(total, 2)} over all runs: "
+        f"{verdict(len(meet) == len(wall))}"
+    ]
+
+
+def long_history_text(long: LongHistory | None) -> str:
+    if long is None:
+        return ""
+    n = len(long.bench.stream.windows())
+    rows = []
+    for name, r in (("stateful+replay", long.replay), ("joint", long.joint)):
+        s = r.summary
+        rows.append(
+            f"| {name} | {fmt(s['served_accuracy'])} | {fmt(r.final_average_accuracy)} "
+            f"| {s['promoted']} / {s['rejected']} | {r.samples:,} | {r.train_seconds:.1f} |"
+        )
+    table = "\n".join(
+        [
+            "| method | served acc | final avg acc | promoted / rejected | samples processed | train s |",
+            "|" + "---|" * 6,
+            *rows,
+        ]
+    )
+    return f"""
+Long history, perennial only: {long.bench.title}, {n} windows, model {long.bench.model}, warm-up
+{long.bench.settings.warmup_windows} windows, {long.epochs} epochs, seed {long.bench.settings.seed}, the
+default `PromotionGate`; stateful+replay as above (`ReservoirBuffer({CAPACITY})`, replay_fraction
+{REPLAY_FRACTION}), joint `StatelessUpdate(history="all")` (the runs of scripts/bench_update.py). Served
+accuracy is each window's accuracy for the champion of the moment, before its labels are used; final avg
+acc is the final champion's mean over every window's held-out rows.
+
+{table}
+"""
+
+
+def long_history_aims(long: LongHistory | None) -> list[str]:
+    if long is None:
+        return []
+    final = ratio(long.replay.final_average_accuracy, long.joint.final_average_accuracy)
+    served = ratio(long.replay.summary["served_accuracy"], long.joint.summary["served_accuracy"])
+    samples = ratio(long.replay.samples, long.joint.samples)
+    ok = final >= JOINT_ACCURACY_SHARE and samples <= JOINT_SAMPLES_SHARE
+    return [
+        f"- {long.bench.stream.name} ({len(long.bench.stream.windows())} windows), stateful+replay vs joint "
+        f"(perennial): final average accuracy ratio {fmt(final)} (aim ≥ {JOINT_ACCURACY_SHARE:.2f}), "
+        f"served accuracy ratio {fmt(served)}, samples processed ratio {fmt(samples)} "
+        f"(aim ≤ {JOINT_SAMPLES_SHARE:.2f}): {verdict(ok)}"
+    ]
+
+
 # ---- main -------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -897,6 +1065,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"seeds, one full run each (default {SEEDS})",
     )
+    parser.add_argument(
+        "--small-hidden",
+        type=int,
+        nargs="*",
+        default=list(SMALL_HIDDEN),
+        help=f"hidden widths of the small-model wall-time run, seed {SEEDS[0]} only (default "
+        f"{list(SMALL_HIDDEN)}; none to skip)",
+    )
+    parser.add_argument(
+        "--no-long-history", action="store_true", help="skip replay vs joint on the 50-window weather stream"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
     parser.add_argument(
         "--out",
@@ -919,7 +1098,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def benches(args: argparse.Namespace, seed: int) -> list[Bench]:
+def benches(args: argparse.Namespace, seed: int, hidden: tuple[int, ...] = HIDDEN) -> list[Bench]:
     titles = {
         "class_incremental": "Split Fashion-MNIST, class-incremental, 2 classes a window",
         "permuted": "Permuted Fashion-MNIST, domain-incremental (window 0 as is, then one fixed pixel "
@@ -930,6 +1109,7 @@ def benches(args: argparse.Namespace, seed: int) -> list[Bench]:
             f"{titles[s]}, seeded subset of {args.per_window} images a window",
             FashionMNISTStream(scenario=s, n_windows=N_WINDOWS, max_per_window=args.per_window, seed=seed),
             seed,
+            hidden,
         )
         for s in args.streams
     ]
@@ -946,41 +1126,24 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_throughput:  # first: it also warms up Lightning and torch for both sides
         console.rule("[bold]training throughput: fit() vs a plain loop")
         tp = measure_throughput(benches(args, args.seeds[0])[0], args, console)
-        console.print(f"overhead {tp.overhead:.2f}x (Trainer.fit alone {tp.inner_overhead:.2f}x)")
-    outcomes: list[Outcome] = []
-    done: list[Bench] = []
-    n_jobs, i = len(args.seeds) * len(args.streams) * len(args.methods), 0
+        console.print(f"overhead {tp.overhead:.2f}x (its training loop alone {tp.inner_overhead:.2f}x)")
     with tempfile.TemporaryDirectory(prefix="perennial-bench-") as tmp:
-        for seed in args.seeds:
-            for bench in benches(args, seed):  # streams of one seed at a time, to hold less memory
-                for method in args.methods:
-                    i += 1
-                    # Alternate which side goes first, so neither always runs on a warmer (or busier) machine.
-                    for side in SIDES if i % 2 else SIDES[::-1]:
-                        console.rule(
-                            f"[bold][{i}/{n_jobs}] {bench.stream.name} · {method} · {side} · seed {seed}"
-                        )
-                        if side == "perennial":
-                            run_dir = Path(tmp) / f"seed{seed}"
-                            check = method == args.methods[0]
-                            outcome = run_perennial(bench, method, args, run_dir, check_rows=check)
-                        else:
-                            outcome = run_avalanche(bench, method, args)
-                        outcomes.append(outcome)
-                        console.print(
-                            f"final avg {fmt(outcome.final_accuracy)}, forgetting {fmt(outcome.forgetting)}, "
-                            f"BWT {outcome.bwt:+.3f}, {outcome.samples:,} samples, "
-                            f"{outcome.wall_seconds:.1f} s, peak +{outcome.peak_mib:.1f} MiB"
-                        )
-                done.append(bench)
+        main_benches = [b for seed in args.seeds for b in benches(args, seed)]
+        jobs = [(b, m) for b in main_benches for m in args.methods]
+        outcomes = run_sides(jobs, args, Path(tmp), console, check_rows=True)
+        small: list[Outcome] = []
+        if args.small_hidden:
+            small_benches = benches(args, args.seeds[0], hidden=tuple(args.small_hidden))
+            jobs = [(b, m) for b in small_benches for m in args.methods]
+            small = run_sides(jobs, args, Path(tmp) / "small", console, tag="small model ")
+        long = None if args.no_long_history else run_long_history(args, Path(tmp) / "long", console)
     seconds = time.perf_counter() - start
     print_results(console, outcomes)
-    for line in aims(paired(outcomes), tp):
+    for line in aims(paired(outcomes), tp) + small_model_aims(small) + long_history_aims(long):
         console.print(line)
     if args.out is not None:
-        replace_section(
-            args.out, SECTION, section(outcomes, tp, done, args, seconds, load_average(load_start))
-        )
+        body = section(outcomes, small, long, tp, main_benches, args, seconds, load_average(load_start))
+        replace_section(args.out, SECTION, body)
         console.print(f"wrote the {SECTION} section of {args.out} ({seconds / 60:.1f} min)")
 
 

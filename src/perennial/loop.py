@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from perennial.data.window import DataError, Stream, Window, holdout_split, window_seed
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
 from perennial.evaluate.metrics import Evaluation, evaluate
+from perennial.learn.fit import make_fabric
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
@@ -76,6 +77,7 @@ class ContinuousDeployment:
         self.buffer, self.registry, self.settings = buffer, registry, settings
         self.run_dir = Path(run_dir)
         self.trainer = dict(trainer or {})
+        make_fabric(self.trainer)  # a setting that cannot run fails now, not at the first update
         self.config = config or {}
         self.progress = progress
         self.regularizers = list(regularizers)

@@ -66,3 +66,40 @@ def test_fit_reports_work_done_and_cpu_optimizer_state():
     assert {"exp_avg", "exp_avg_sq"} <= set(state[0])
     assert int(state[0]["step"]) == 2 * 4  # two epochs of four batches
     assert all(t.device.type == "cpu" for s in state.values() for t in s.values())
+
+
+def test_data_parallel_ranks_see_disjoint_shards_of_each_epoch():
+    x, y = np.arange(50, dtype=np.float32)[:, None], np.zeros(50, np.int64)
+    ranks = [BatchLoader({"x": x, "y": y}, 8, seed=0, rank=r, world_size=3) for r in range(3)]
+    assert [len(r) for r in ranks] == [3, 3, 3]  # 7 batches padded to 9 steps: every rank steps alike
+    order = [b["x"][:, 0].long().tolist() for b in BatchLoader({"x": x, "y": y}, 8, seed=0)]
+    shards = [[b["x"][:, 0].long().tolist() for b in r] for r in ranks]
+    by_step = [shards[g % 3][g // 3] for g in range(9)]  # global batch g is rank g % 3's step g // 3
+    assert by_step[:7] == order  # the ranks split one shuffled epoch between them
+    assert by_step[7:] == order[:2]  # and the last two steps wrap around to its first batches
+    assert ranks[0].samples_per_epoch() == 50 + 16
+
+
+def test_unknown_trainer_setting_is_named():
+    module = ClassifierModule(MLP(in_shape=(3,), n_classes=2, hidden=(8,)), 2)
+    data = {"x": np.zeros((4, 3), np.float32), "y": np.zeros(4, np.int64)}
+    with pytest.raises(ValueError, match=r"'gpus'.*accepted: \['accelerator'"):
+        fit(module, data, epochs=1, batch_size=2, seed=0, trainer={"gpus": 1})
+
+
+def test_data_parallel_fit_on_two_cpu_processes_returns_trained_weights():
+    """trainer=ddp's path: two gloo workers, each a shard; rank 0's weights come back."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    module = ClassifierModule(MLP(in_shape=(4,), n_classes=2, hidden=(16,)), 2)
+    module.lr = 0.01
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    ddp = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
+    result = fit(module, {"x": x, "y": y}, epochs=20, batch_size=50, seed=0, trainer=ddp)
+    assert int(result.optimizer_state["state"][0]["step"]) == 20 * 4  # 8 batches an epoch, 4 a rank
+    assert result.samples_processed == 20 * 400
+    assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+    accuracy = (module.predict_logits(x).argmax(1).numpy() == y).mean()
+    assert accuracy > 0.9
