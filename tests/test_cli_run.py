@@ -152,3 +152,18 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+DETECTORS = sorted(f.stem for f in (Path(CONF_DIR) / "trigger" / "detector").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_every_drift_detector_config_builds_a_drift_trigger(detector):
+    from perennial.triggers import DriftTrigger
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["trigger=drift", f"trigger/detector={detector}"])
+    trigger = instantiate(cfg["trigger"])
+    assert isinstance(trigger, DriftTrigger)
+    made_for = {"adwin": "errors", "page_hinkley": "errors", "prediction_shift": "predictions"}
+    assert trigger.compare == made_for.get(detector, "inputs")

@@ -7,6 +7,7 @@ any point resumes from its last whole window with nothing lost and nothing train
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class ContinuousDeployment:
             raise ValueError(f"strategy {names} replays stored logits and needs a buffer (strategy.buffer)")
         self.windows: list[Window] = stream.windows()
         self._splits: dict[int, Split] = {}
+        self._reference_cache: tuple[tuple, np.ndarray] = ((), np.empty(0))
         if len(self.windows) <= settings.warmup_windows:
             raise DataError(
                 f"stream {stream.name!r} has {len(self.windows)} non-empty windows; the loop needs more "
@@ -102,6 +104,20 @@ class ContinuousDeployment:
 
     def train_splits(self, upto: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         return {i: self.split(i).train for i in range(upto + 1)}
+
+    def reference_rows(self, positions: Sequence[int], max_rows: int) -> np.ndarray:
+        """Training rows of the windows at ``positions``, at most ``max_rows`` of them, drawn without
+        replacement by a generator seeded with the run seed and the windows, so a resumed run and an
+        uninterrupted one test against the same rows."""
+        key = (tuple(positions), max_rows)
+        if self._reference_cache[0] != key:
+            parts = [self.split(i).train[0] for i in positions]
+            x = np.concatenate(parts) if parts else self.windows[0].x[:0]
+            if len(x) > max_rows:
+                rng = np.random.default_rng([self.settings.seed, *positions])
+                x = x[np.sort(rng.choice(len(x), max_rows, replace=False))]
+            self._reference_cache = (key, x)
+        return self._reference_cache[1]
 
     def on_holdouts(self, module: ClassifierModule, windows: list[int]) -> Evaluation | None:
         return pooled([evaluate(module, *self.split(i).holdout) for i in windows])
@@ -123,7 +139,9 @@ class ContinuousDeployment:
         fresh: Evaluation | None,
     ) -> VersionRecord:
         """Store a candidate; ``fresh`` is its score on held-out rows of the data it was trained for."""
-        scores = {k: v for k, v in fresh.scores().items() if k != "n"} if fresh else {}
+        scores = {}
+        if fresh:  # the size of the held-out set lets a performance trigger test a drop against it
+            scores = {k: v for k, v in fresh.scores().items() if k != "n"} | {"n_holdout": fresh.n}
         record = VersionRecord(
             id=self.registry.next_id(cand.kind, parent),
             parent=parent,
@@ -214,9 +232,22 @@ class ContinuousDeployment:
         served, static_eval = evaluate(champion, window.x, window.y), evaluate(static, window.x, window.y)
         champion_record = self.registry.get(state["champion"])
         # 3. Labels arrive: triggers observe the window and may fire.
-        self.trigger.update(Observation(window, served.scores(), champion_record.n_samples))
+        self.trigger.update(
+            Observation(
+                window,
+                served.scores(),
+                champion_record.n_samples,
+                position=t,
+                champion=champion,
+                champion_metrics=champion_record.metrics,
+                champion_windows=tuple(champion_record.trained_on_windows),
+                probabilities=champion.predict_logits(window.x).softmax(1).numpy(),
+                reference=self.reference_rows,
+            )
+        )
         state["pending"].append(t)
         firing = self.trigger.fires()
+        test = firing.to_dict() if firing else self.trigger.last_test()
         row = {
             "window": t,
             "start": str(window.start),
@@ -229,6 +260,8 @@ class ContinuousDeployment:
             "champion": state["champion"],
             "trigger": firing.name if firing else "",
             "trigger_reason": firing.reason if firing else "",
+            "trigger_statistic": _finite(test.get("statistic")),
+            "trigger_p_value": _finite(test.get("p_value")),
             "candidate": "",
             "decision": "",
             "fresh_diff": float("nan"),
@@ -366,3 +399,9 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _finite(value: float | None) -> float | None:
+    """A trigger's statistic for the window's row; None (an empty cell) when it computed none, so rows
+    compare equal after a checkpoint's JSON round trip, which NaN never does."""
+    return None if value is None or math.isnan(value) else float(value)

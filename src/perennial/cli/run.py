@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from functools import partial
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from perennial.data.window import DataError
-from perennial.learn.module import ClassifierModule
+from perennial.cli.common import CONF_DIR, stream_and_builder, user_errors
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
 from perennial.report import print_summary, summarize, write_outputs
-
-USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
-CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def run_dir(base: str, stamp: str, resume: object) -> str:
@@ -40,15 +33,10 @@ def run_dir(base: str, stamp: str, resume: object) -> str:
 OmegaConf.register_new_resolver("perennial_run_dir", run_dir, use_cache=True, replace=True)
 
 
-def build_module(backbone_factory, in_shape: tuple[int, ...], n_classes: int) -> ClassifierModule:
-    return ClassifierModule(backbone_factory(in_shape=in_shape, n_classes=n_classes), n_classes)
-
-
 def run(cfg: DictConfig) -> dict:
     """Build every part from the config, run the loop, write the outputs; returns the summary."""
     out = Path(HydraConfig.get().runtime.output_dir)
-    stream = instantiate(cfg.data)
-    build = partial(build_module, instantiate(cfg.model), tuple(stream.feature_shape), stream.n_classes)
+    stream, build = stream_and_builder(cfg)
     registry = Registry(cfg.registry_dir or out / "registry")
     config = OmegaConf.to_container(cfg, resolve=True)
     for key in ("resume", "progress"):  # may differ between a run and its resumption
@@ -78,18 +66,8 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors("perennial-run"):
         run(cfg)
-    except USER_ERRORS as err:
-        # Bad input is the user's to fix: say what is wrong, without a stack trace.
-        print(f"perennial-run: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, USER_ERRORS):  # a bad value in a config group, e.g. data.time_column
-            print(f"perennial-run: error: {cause}", file=sys.stderr)
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Evaluation: metrics on windows, the accuracy matrix and forgetting, and the promotion gate."""
+"""Evaluation: metrics on windows, the accuracy matrix and forgetting, the promotion gate, and the
+freshness study (`perennial.evaluate.freshness`, imported on its own: it draws plots)."""
 
 from perennial.evaluate.gate import GateDecision, PromotionGate
 from perennial.evaluate.matrix import backward_transfer, forgetting

@@ -31,7 +31,7 @@ def evaluate(module: ClassifierModule, x: np.ndarray, y: np.ndarray) -> Evaluati
     if len(y) == 0:
         return Evaluation(float("nan"), float("nan"), float("nan"), 0, np.zeros(0, bool))
     logits = module.predict_logits(x)
-    target = torch.as_tensor(y)
+    target = torch.as_tensor(np.require(y, requirements="W"))  # a read-only view would warn
     k = module.n_classes
     preds = logits.argmax(1)
     return Evaluation(

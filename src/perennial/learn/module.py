@@ -57,3 +57,18 @@ class ClassifierModule(L.LightningModule):
         out = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.n_classes)
+
+    @torch.no_grad()
+    def embed(self, x: np.ndarray | torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """The inputs of the backbone's last linear layer (the representation the classifier reads),
+        for drift tests in the model's own feature space."""
+        last = [m for m in self.backbone.modules() if isinstance(m, nn.Linear)]
+        if not last:
+            raise ValueError(f"{type(self.backbone).__name__} has no linear output layer to embed before")
+        captured: list[torch.Tensor] = []
+        handle = last[-1].register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+        try:
+            self.predict_logits(x, batch_size)
+        finally:
+            handle.remove()
+        return torch.cat(captured) if captured else torch.empty(0, last[-1].in_features)

@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from perennial.data.window import Window
+
+if TYPE_CHECKING:
+    from perennial.learn.module import ClassifierModule
 
 
 @dataclass(frozen=True)
 class Observation:
     """What the loop knows about a window once its labels are in.
 
-    Drift and performance triggers read ``window.x`` and ``served``; schedule triggers only count.
+    Schedule triggers only count. Performance triggers read ``served`` (the champion's scores on the
+    window, measured before its labels were used) against ``champion_metrics`` (the champion's own
+    held-out scores when it was registered). Drift triggers compare the window with reference rows:
+    ``reference(positions, max_rows)`` returns the training rows of those windows (positions in the
+    loop's window list), at most ``max_rows`` of them in a fixed seeded subsample, and
+    ``champion_windows`` names the windows of the champion's latest training.
     """
 
     window: Window
     served: dict[str, float]
     champion_samples: int
-    predictions: np.ndarray | None = None
+    position: int = 0
+    champion: ClassifierModule | None = None
+    champion_metrics: dict[str, Any] = field(default_factory=dict)
+    champion_windows: tuple[int, ...] = ()
+    probabilities: np.ndarray | None = None
+    reference: Callable[[Sequence[int], int], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,8 @@ class Trigger(ABC):
     """``update(obs)`` after each labelled window, ``fires()`` to ask, ``reset()`` after an update.
 
     State travels through ``state_dict`` / ``load_state_dict`` (JSON-able), so a resumed run
-    continues exactly where it stopped.
+    continues exactly where it stopped. ``last_test()`` reports the statistic and p-value a
+    trigger computed on the latest window, fired or not, for windows.csv.
     """
 
     name: str = "trigger"
@@ -56,8 +72,45 @@ class Trigger(ABC):
     def reset(self) -> None:
         """Called after an update was made, whatever the gate decided."""
 
+    def last_test(self) -> dict[str, float]:
+        return {}
+
     def state_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def load_state_dict(self, state: dict) -> None:
         vars(self).update(state)
+
+
+class Cooldown:
+    """A quiet period after each update: for ``windows`` windows after an update (or the first model) a
+    trigger that tests every window keeps testing but does not fire, so one drift does not set off an
+    update per window while the new model settles. 0 lets it fire on the very next window.
+
+    >>> c = Cooldown(1)
+    >>> c.tick(); c.ready()
+    False
+    >>> c.tick(); c.ready()
+    True
+    """
+
+    def __init__(self, windows: int = 0) -> None:
+        if not isinstance(windows, int) or windows < 0:
+            raise ValueError(f"trigger.cooldown must be a whole number of windows >= 0, got {windows!r}")
+        self.windows = windows
+        self.since_update = 0
+
+    def tick(self) -> None:
+        self.since_update += 1
+
+    def ready(self) -> bool:
+        return self.windows == 0 or self.since_update > self.windows
+
+    def reset(self) -> None:
+        self.since_update = 0
+
+    def state_dict(self) -> dict:
+        return {"windows": self.windows, "since_update": self.since_update}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.windows, self.since_update = int(state["windows"]), int(state["since_update"])

@@ -1,0 +1,233 @@
+"""Per-feature drift tests: Kolmogorov–Smirnov for numeric features, chi-square for categorical
+ones, with a multiple-testing correction across the features."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from perennial.drift.base import (
+    DriftResult,
+    TwoSampleDetector,
+    check_alpha,
+    not_enough_data,
+    paired_rows,
+    row_shortfall,
+)
+
+CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "BH"}
+MAX_VALUES_NAMED = 10
+
+
+def adjust_pvalues(p_values: Sequence[float], method: str) -> np.ndarray:
+    """Corrected p-values for testing all of ``p_values`` at once, as statsmodels'
+    ``multipletests`` computes them: ``holm`` and ``bonferroni`` bound the family-wise error
+    rate, ``fdr_bh`` (Benjamini–Hochberg) the false discovery rate.
+
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(3).tolist()
+    [0.03, 0.06, 0.06]
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "fdr_bh").round(3).tolist()
+    [0.03, 0.04, 0.04]
+    """
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {list(CORRECTIONS)}, got {method!r}")
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if method == "bonferroni":
+        return np.minimum(p * m, 1.0)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order]
+    if method == "holm":
+        # Step-down: the i-th smallest p is multiplied by the number of hypotheses still in play,
+        # and an adjusted p may never fall below that of a smaller raw p.
+        adjusted = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    else:
+        # Step-up: scale by m / rank, then take the minimum over all larger ranks.
+        adjusted = np.minimum.accumulate((m / np.arange(m, 0, -1)) * ranked[::-1])[::-1]
+    result = np.empty(m)
+    result[order] = np.minimum(adjusted, 1.0)
+    return result
+
+
+class UnivariateDrift(TwoSampleDetector):
+    """Tests each feature on its own and corrects for testing many: drift when any corrected
+    p-value is below ``alpha``.
+
+    - Numeric features get the two-sample Kolmogorov–Smirnov test (``scipy.stats.ks_2samp``),
+      categorical ones a chi-square test of homogeneity on the 2 x k table of reference and
+      current counts (``scipy.stats.chi2_contingency``, which applies Yates' correction when k = 2).
+      A value never seen in the reference gets its own column, so it counts toward drift.
+    - ``categorical``: ``"auto"`` treats a feature as categorical when every reference value is an
+      integer and there are at most ``max_categories`` of them (one-hot columns are categorical);
+      or a list of column indices; or ``"none"``.
+    - ``correction`` across the features tested: ``"holm"``, ``"bonferroni"`` or ``"fdr_bh"``.
+    - 1-D arrays are one feature; images and other (n, ...) arrays are flattened per row.
+    - NaN and inf values are dropped per feature. A feature left with fewer than ``min_samples``
+      values in either sample is skipped; a feature constant at one value in both gets p = 1.
+
+    >>> rng = np.random.default_rng(0)
+    >>> reference = rng.normal(size=(500, 4))
+    >>> current = rng.normal(size=(500, 4))
+    >>> current[:, 2] += 0.5
+    >>> result = UnivariateDrift().test(reference, current)
+    >>> result.drift, result.details["drifted_features"]
+    (True, [2])
+    >>> result.reason
+    '1 of 4 features drifted (min Holm-adjusted p ..., feature 2)'
+    """
+
+    name = "univariate"
+
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        correction: str = "holm",
+        categorical: str | Sequence[int] = "auto",
+        max_categories: int = 20,
+        min_samples: int = 20,
+    ) -> None:
+        self.alpha = check_alpha(alpha)
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {list(CORRECTIONS)}, got {correction!r}")
+        if isinstance(categorical, str):
+            if categorical not in ("auto", "none"):
+                raise ValueError(
+                    f"categorical must be 'auto', 'none' or a list of column indices, got {categorical!r}"
+                )
+        elif not all(_is_column_index(c) for c in categorical):
+            raise ValueError(
+                f"categorical must be 'auto', 'none' or a list of column indices >= 0, got {categorical!r}"
+            )
+        if max_categories < 2:
+            raise ValueError(f"max_categories must be >= 2, got {max_categories}")
+        if min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+        self.correction = correction
+        self.categorical = categorical if isinstance(categorical, str) else [int(c) for c in categorical]
+        self.max_categories = int(max_categories)
+        self.min_samples = int(min_samples)
+
+    def test(self, reference: np.ndarray, current: np.ndarray) -> DriftResult:
+        ref, cur = paired_rows(reference, current)
+        n_features = ref.shape[1]
+        if isinstance(self.categorical, list) and any(c >= n_features for c in self.categorical):
+            raise ValueError(
+                f"categorical columns {self.categorical} are out of range for {n_features} features"
+            )
+        shortfall = row_shortfall(len(ref), len(cur), self.min_samples)
+        if shortfall:
+            return not_enough_data(self.name, shortfall)
+
+        features = [self._test_feature(j, ref[:, j], cur[:, j]) for j in range(n_features)]
+        tested = [f for f in features if not math.isnan(f["p_value"])]
+        skipped = len(features) - len(tested)
+        if not tested:
+            return not_enough_data(
+                self.name,
+                f"none of the {n_features} features has {self.min_samples} finite values in both samples",
+                {"features": features},
+            )
+        adjusted = adjust_pvalues([f["p_value"] for f in tested], self.correction)
+        for feature, p in zip(tested, adjusted, strict=True):
+            feature["p_adjusted"] = float(p)
+        drifted = [f["feature"] for f in tested if f["p_adjusted"] < self.alpha]
+        top = min(tested, key=lambda f: (f["p_adjusted"], f["p_value"]))
+        summary = (
+            f"min {CORRECTIONS[self.correction]}-adjusted p {top['p_adjusted']:.2g}, feature {top['feature']}"
+        )
+        reason = (
+            f"{len(drifted)} of {len(tested)} features drifted ({summary})"
+            if drifted
+            else f"no drift in {len(tested)} features ({summary})"
+        )
+        if skipped:
+            reason += f"; {skipped} skipped (not enough data)"
+        return DriftResult(
+            detector=self.name,
+            drift=bool(drifted),
+            statistic=top["statistic"],
+            p_value=top["p_adjusted"],
+            reason=reason,
+            details={
+                "correction": self.correction,
+                "alpha": self.alpha,
+                "drifted_features": drifted,
+                "n_tested": len(tested),
+                "n_skipped": skipped,
+                "features": features,
+            },
+        )
+
+    def _is_categorical(self, column: int, reference: np.ndarray) -> bool:
+        if self.categorical == "none":
+            return False
+        if self.categorical == "auto":
+            return bool(np.all(reference == np.round(reference))) and (
+                len(np.unique(reference)) <= self.max_categories
+            )
+        return column in self.categorical
+
+    def _test_feature(self, column: int, reference: np.ndarray, current: np.ndarray) -> dict:
+        notes = []
+        ref_finite, cur_finite = np.isfinite(reference), np.isfinite(current)
+        if not (ref_finite.all() and cur_finite.all()):
+            notes.append(
+                f"dropped {int((~ref_finite).sum())} reference and {int((~cur_finite).sum())} current "
+                "non-finite values"
+            )
+        reference, current = reference[ref_finite], current[cur_finite]
+        categorical = self._is_categorical(column, reference)
+        record = {
+            "feature": column,
+            "test": "chi2" if categorical else "ks",
+            "statistic": math.nan,
+            "p_value": math.nan,
+            "p_adjusted": math.nan,
+            "n_ref": len(reference),
+            "n_cur": len(current),
+        }
+        shortfall = row_shortfall(len(reference), len(current), self.min_samples)
+        if shortfall:
+            notes.append(f"not enough data: {shortfall}")
+        elif np.all(reference == reference[0]) and np.all(current == reference[0]):
+            # Nothing to test (and chi-square has no degrees of freedom): the samples agree exactly.
+            record.update(statistic=0.0, p_value=1.0)
+            notes.append("constant")
+        elif categorical:
+            categories, table = category_table(reference, current)
+            chi2 = stats.chi2_contingency(table)
+            record.update(statistic=float(chi2.statistic), p_value=float(chi2.pvalue))
+            unseen = categories[table[0] == 0]
+            if len(unseen):
+                notes.append(f"unseen values: {_named_values(unseen)}")
+        else:
+            ks = stats.ks_2samp(reference, current)
+            record.update(statistic=float(ks.statistic), p_value=float(ks.pvalue))
+        record["note"] = "; ".join(notes)
+        return record
+
+
+def category_table(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values seen in either sample, and the 2 x k table of their reference and current counts."""
+    categories, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
+    table = np.stack(
+        [
+            np.bincount(codes[: len(reference)], minlength=len(categories)),
+            np.bincount(codes[len(reference) :], minlength=len(categories)),
+        ]
+    )
+    return categories, table
+
+
+def _is_column_index(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+
+
+def _named_values(values: np.ndarray) -> str:
+    """A short list for a note: integers without ".0", at most ``MAX_VALUES_NAMED`` of them."""
+    shown = [int(v) if float(v).is_integer() else float(v) for v in values[:MAX_VALUES_NAMED]]
+    more = len(values) - len(shown)
+    return f"{shown} and {more} more" if more else str(shown)
