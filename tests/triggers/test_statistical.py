@@ -220,3 +220,27 @@ def test_composite_state_round_trips_and_empty_lists_are_refused():
     assert b.state_dict() == a.state_dict()
     with pytest.raises(ValueError, match=r"non-empty trigger\.triggers"):
         AllOf([])
+
+
+def test_embedding_and_prediction_drift_use_the_champion():
+    import torch
+
+    from perennial.drift import PredictionShift
+    from perennial.learn import MLP, ClassifierModule
+
+    torch.manual_seed(0)
+    champion = ClassifierModule(MLP(in_shape=(4,), n_classes=3, hidden=(16,)), 3)
+    assert champion.embed(np.zeros((5, 4), np.float32)).shape == (5, 16)  # the last layer's inputs
+    data = _Data(shift_at=3, shift=3.0)
+    for compare, detector in (
+        ("embeddings", MMDDrift(alpha=0.01, n_permutations=200)),
+        (None, PredictionShift()),
+    ):
+        trigger = DriftTrigger(detector, compare=compare)
+        assert trigger.compare == (compare or "predictions")
+        fired = []
+        for t in (1, 2, 3):
+            obs = data.obs(t)
+            trigger.update(Observation(**{**vars(obs), "champion": champion}))
+            fired.append(trigger.fires() is not None)
+        assert fired == [False, False, True], compare
