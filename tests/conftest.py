@@ -45,6 +45,7 @@ def make_loop(
     trigger=None,
     gate=None,
     regularizers=(),
+    rollout=None,
     **settings,
 ):
     stream = stream or small_stream()
@@ -63,6 +64,7 @@ def make_loop(
         config={"test": True},
         progress=False,
         regularizers=regularizers,
+        rollout=rollout,
     )
 
 

@@ -25,6 +25,7 @@ from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
 from perennial.registry import Registry, VersionRecord, load_tree, save_tree
+from perennial.rollout.live import Rollout
 from perennial.triggers.base import Firing, Observation, Trigger
 
 CHECKPOINT_KEY = "loop"
@@ -73,6 +74,7 @@ class ContinuousDeployment:
         config: dict | None = None,
         progress: bool = True,
         regularizers: Sequence[Regularizer] = (),
+        rollout: Rollout | None = None,
     ) -> None:
         self.stream, self.build, self.update, self.trigger, self.gate = stream, build, update, trigger, gate
         self.buffer, self.registry, self.settings = buffer, registry, settings
@@ -82,6 +84,8 @@ class ContinuousDeployment:
         self.config = config or {}
         self.progress = progress
         self.regularizers = list(regularizers)
+        self.rollout = rollout
+        self._candidate: tuple[str, ClassifierModule | None] = ("", None)
         if any(r.needs_logits for r in self.regularizers) and buffer is None:
             names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
             raise ValueError(f"strategy {names} replays stored logits and needs a buffer (strategy.buffer)")
@@ -178,6 +182,9 @@ class ContinuousDeployment:
         champion = self.load(state["champion"])
         static = self.load(state["static"])
         self.trigger.load_state_dict(state["trigger"])
+        if state.get("rollout"):
+            self._require_rollout(state["rollout"]["candidate"])
+            self.rollout.load_state_dict(state["rollout"], self.rollout_salt(state["rollout"]["candidate"]))
         if self.buffer is not None and state["buffer_file"]:
             self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state["buffer_file"]))
 
@@ -212,6 +219,7 @@ class ContinuousDeployment:
             "static": "",
             "pending": [],
             "rows": [],
+            "rollout": None,
             "compute": {"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
             "config": self.config,
         }
@@ -231,6 +239,7 @@ class ContinuousDeployment:
         # 1-2. The champion and the never-updated v1 predict the window before its labels are used.
         served, static_eval = evaluate(champion, window.x, window.y), evaluate(static, window.x, window.y)
         champion_record = self.registry.get(state["champion"])
+        in_rollout = bool(state.get("rollout"))
         # 3. Labels arrive: triggers observe the window and may fire.
         self.trigger.update(
             Observation(
@@ -267,6 +276,13 @@ class ContinuousDeployment:
             "fresh_diff": float("nan"),
             "p_value": float("nan"),
         }
+        row |= {"rollout": "", "rollout_candidate": "", "rollout_decision": "", "rollout_p_value": None}
+        if in_rollout:  # the candidate meets this window's traffic; its outcome commits with the window
+            with self.registry.transaction():
+                champion = self.rollout_window(t, window, state, champion, row)
+                state["rows"].append(row)
+                self.checkpoint(state, t)
+            return champion
         if firing is None:
             with self.registry.transaction():
                 state["rows"].append(row)
@@ -296,24 +312,80 @@ class ContinuousDeployment:
         state["compute"]["samples_processed"] += cand.samples_processed
         with self.registry.transaction():
             record = self.register(cand, state["champion"] if stateful else None, t, firing, fresh)
-            if decision.promote:
+            label = decision.label
+            if decision.promote and self.rollout is not None:
+                # Passed offline; live traffic decides, from the next window on.
+                label = "rollout"
+                self.rollout.begin(state["champion"], record.id, self.rollout_salt(record.id))
+                state["rollout"] = self.rollout.state_dict()
+                self._candidate = (record.id, cand.module)
+            elif decision.promote:
                 self.registry.promote(record.id, window=t, reason=decision.reason)
             else:
                 self.registry.reject(record.id, window=t)
-            self.registry.record_decision(
-                record.id, t, decision.label, {"reason": decision.reason, **decision.numbers}
-            )
+            numbers = {"reason": decision.reason, **decision.numbers}
+            self.registry.record_decision(record.id, t, label, numbers)
             row |= {
                 "candidate": record.id,
-                "decision": decision.label,
+                "decision": label,
                 "fresh_diff": decision.numbers.get("fresh_diff"),
                 "p_value": decision.numbers.get("p_value"),
             }
-            if decision.promote:
+            if label == "promoted":
                 state["champion"] = record.id
             state["rows"].append(row)
             self.checkpoint(state, t)
-        return cand.module if decision.promote else champion
+        return cand.module if label == "promoted" else champion
+
+    # ---- online evaluation ------------------------------------------------------------------
+    def rollout_salt(self, candidate: str) -> str:
+        """Each rollout shuffles units by its own salt: the run seed and the candidate."""
+        return f"{self.settings.seed}:{candidate}"
+
+    def _require_rollout(self, candidate: str) -> None:
+        if self.rollout is None:
+            raise ValueError(
+                f"this run has {candidate} in a live rollout; resume it with the same rollout= setting"
+            )
+
+    def rollout_window(
+        self, t: int, window: Window, state: dict, champion: ClassifierModule, row: dict
+    ) -> ClassifierModule:
+        """Serve window ``t`` through the rollout, feed back its labels, and promote or reject the
+        candidate once the rollout decides. Runs inside the window's registry transaction."""
+        candidate_id = state["rollout"]["candidate"]
+        self._require_rollout(candidate_id)
+        if self._candidate[0] != candidate_id:
+            self._candidate = (candidate_id, self.load(candidate_id))
+        candidate = self._candidate[1]
+        ours, theirs = (m.predict_logits(window.x).argmax(1).numpy() for m in (champion, candidate))
+        arms = self.rollout.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
+        answered = np.where(arms == candidate_id, theirs, ours)
+        self.rollout.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving
+        outcome = self.rollout.end_window()
+        summary = _json_safe(self.rollout.summary())
+        row |= {
+            "served_accuracy": float(np.mean(answered == window.y)),
+            "rollout": self.rollout.kind,
+            "rollout_candidate": candidate_id,
+            "rollout_decision": outcome,
+            "rollout_p_value": summary.get("p_value"),
+        }
+        if outcome == "continue":
+            state["rollout"] = self.rollout.state_dict()
+            return champion
+        reason = f"{self.rollout.kind} rollout over {self.rollout.windows} window(s): {outcome}"
+        if outcome == "promote":
+            self.registry.promote(candidate_id, window=t, reason=reason)
+            state["champion"] = candidate_id
+        else:
+            self.registry.reject(candidate_id, window=t)
+        self.registry.record_decision(
+            candidate_id, t, "promoted" if outcome == "promote" else "rejected", {"reason": reason, **summary}
+        )
+        state["rollout"] = None
+        self._candidate = ("", None)
+        return candidate if outcome == "promote" else champion
 
     def judge(
         self, candidate: ClassifierModule, champion: ClassifierModule, pending: list[int]
@@ -399,6 +471,17 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _json_safe(tree):
+    """NaN as None, all the way down, so a rollout's statistics read back from JSON unchanged."""
+    if isinstance(tree, dict):
+        return {k: _json_safe(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_json_safe(v) for v in tree]
+    if isinstance(tree, float) and math.isnan(tree):
+        return None
+    return tree
 
 
 def _finite(value: float | None) -> float | None:

@@ -18,6 +18,8 @@ from rich.table import Table
 from perennial.evaluate.matrix import backward_transfer, forgetting
 from perennial.registry import Registry, atomic_write_text
 
+ROLLOUT_COLUMNS = ("rollout", "rollout_candidate", "rollout_decision", "rollout_p_value")
+
 
 def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, recent: int = 10) -> dict:
     """The run's headline numbers, from the loop's per-window rows, the registry and the accuracy matrix."""
@@ -29,6 +31,8 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
     trained = [max(registry.get(v).trained_on_windows) for v in order]
     m = matrix.loc[order].to_numpy(dtype=float)
     tail = rows.tail(recent)
+    # A candidate that passed the gate into a live rollout is decided by it, windows later.
+    live = rows["rollout_decision"] if "rollout_decision" in rows else pd.Series(dtype=object)
     return {
         "stream": stream.name,
         "windows": len(stream.windows()),
@@ -54,8 +58,13 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         "forgetting": forgetting(m, trained),
         "backward_transfer": backward_transfer(m, trained),
         "updates": int((rows["decision"] != "").sum()),
-        "promoted": int((rows["decision"] == "promoted").sum()),
-        "rejected": int((rows["decision"] == "rejected").sum()),
+        "promoted": int((rows["decision"] == "promoted").sum() + (live == "promote").sum()),
+        "rejected": int((rows["decision"] == "rejected").sum() + (live == "reject").sum()),
+        "rollouts": [
+            {k: r[k] for k in ("window", *ROLLOUT_COLUMNS)}
+            for r in state["rows"]
+            if r.get("rollout_decision") in ("promote", "reject")
+        ],
         "compute": {k: round(v, 3) if isinstance(v, float) else v for k, v in state["compute"].items()},
         "quarantined_rows": int(stream.quarantined_rows),
         "empty_windows": [i.message for i in stream.issues if i.kind == "empty_window"],

@@ -55,6 +55,7 @@ def run(cfg: DictConfig) -> dict:
         config=config,
         progress=cfg.progress,
         regularizers=[instantiate(r) for r in cfg.strategy.get("regularizers") or []],
+        rollout=instantiate(cfg.rollout) if cfg.rollout.get("_target_") else None,
     )
     state = loop.run(resume=bool(cfg.resume))
     matrix = loop.accuracy_matrix()

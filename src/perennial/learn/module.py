@@ -54,8 +54,9 @@ class ClassifierModule(L.LightningModule):
         was_training = self.training
         self.eval()
         x = torch.as_tensor(np.require(x, requirements="W") if isinstance(x, np.ndarray) else x)
-        if x.is_floating_point():  # float64 arrays (pandas, numpy defaults) meet float32 weights
-            x = x.to(next(self.parameters()).dtype)
+        weight = next(self.parameters(), None)
+        if x.is_floating_point() and weight is not None:  # float64 (pandas, numpy) meets float32 weights
+            x = x.to(weight.dtype)
         out = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.n_classes)

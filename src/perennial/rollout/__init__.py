@@ -1,0 +1,28 @@
+"""Online evaluation: routing live traffic to candidates, and the statistics that decide.
+
+- ``Router``: sticky, salted assignment of units to arms, with weights that only grow;
+- ``ShadowDeployment``, ``ABTest``, ``CanaryRollout``: the rollouts, usable behind any server;
+- ``Shadow``, ``AB``, ``Canary`` (``perennial.rollout.live``): the same, as the loop drives them;
+- ``perennial.rollout.stats``: fixed-horizon tests, power and sample sizes, CUPED, ``MixtureSPRT``;
+- ``perennial.rollout.interleaving`` and ``perennial.rollout.clicks``: interleaved comparisons of
+  rankers and the click models that simulate users.
+"""
+
+from perennial.rollout.ab import ABTest
+from perennial.rollout.canary import CanaryRollout
+from perennial.rollout.live import AB, Canary, Rollout, Shadow
+from perennial.rollout.router import Router
+from perennial.rollout.shadow import ShadowDeployment
+from perennial.rollout.stats import MixtureSPRT
+
+__all__ = [
+    "AB",
+    "ABTest",
+    "Canary",
+    "CanaryRollout",
+    "MixtureSPRT",
+    "Rollout",
+    "Router",
+    "Shadow",
+    "ShadowDeployment",
+]
