@@ -17,39 +17,9 @@ from perennial.drift.base import (
     paired_rows,
     row_shortfall,
 )
+from perennial.evaluate.stats import CORRECTION_NAMES, adjust_pvalues
 
-CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "BH"}
 MAX_VALUES_NAMED = 10
-
-
-def adjust_pvalues(p_values: Sequence[float], method: str) -> np.ndarray:
-    """Corrected p-values for testing all of ``p_values`` at once, as statsmodels'
-    ``multipletests`` computes them: ``holm`` and ``bonferroni`` bound the family-wise error
-    rate, ``fdr_bh`` (Benjamini–Hochberg) the false discovery rate.
-
-    >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(3).tolist()
-    [0.03, 0.06, 0.06]
-    >>> adjust_pvalues([0.01, 0.04, 0.03], "fdr_bh").round(3).tolist()
-    [0.03, 0.04, 0.04]
-    """
-    if method not in CORRECTIONS:
-        raise ValueError(f"correction must be one of {list(CORRECTIONS)}, got {method!r}")
-    p = np.asarray(p_values, dtype=np.float64)
-    m = len(p)
-    if method == "bonferroni":
-        return np.minimum(p * m, 1.0)
-    order = np.argsort(p, kind="stable")
-    ranked = p[order]
-    if method == "holm":
-        # Step-down: the i-th smallest p is multiplied by the number of hypotheses still in play,
-        # and an adjusted p may never fall below that of a smaller raw p.
-        adjusted = np.maximum.accumulate((m - np.arange(m)) * ranked)
-    else:
-        # Step-up: scale by m / rank, then take the minimum over all larger ranks.
-        adjusted = np.minimum.accumulate((m / np.arange(m, 0, -1)) * ranked[::-1])[::-1]
-    result = np.empty(m)
-    result[order] = np.minimum(adjusted, 1.0)
-    return result
 
 
 class UnivariateDrift(TwoSampleDetector):
@@ -90,8 +60,8 @@ class UnivariateDrift(TwoSampleDetector):
         min_samples: int = 20,
     ) -> None:
         self.alpha = check_alpha(alpha)
-        if correction not in CORRECTIONS:
-            raise ValueError(f"correction must be one of {list(CORRECTIONS)}, got {correction!r}")
+        if correction not in CORRECTION_NAMES:
+            raise ValueError(f"correction must be one of {list(CORRECTION_NAMES)}, got {correction!r}")
         if isinstance(categorical, str):
             if categorical not in ("auto", "none"):
                 raise ValueError(
@@ -135,9 +105,8 @@ class UnivariateDrift(TwoSampleDetector):
             feature["p_adjusted"] = float(p)
         drifted = [f["feature"] for f in tested if f["p_adjusted"] < self.alpha]
         top = min(tested, key=lambda f: (f["p_adjusted"], f["p_value"]))
-        summary = (
-            f"min {CORRECTIONS[self.correction]}-adjusted p {top['p_adjusted']:.2g}, feature {top['feature']}"
-        )
+        name = CORRECTION_NAMES[self.correction]
+        summary = f"min {name}-adjusted p {top['p_adjusted']:.2g}, feature {top['feature']}"
         reason = (
             f"{len(drifted)} of {len(tested)} features drifted ({summary})"
             if drifted

@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 from scipy import optimize, special, stats
 
+from perennial.evaluate.stats import adjust_pvalues
+
 ALTERNATIVES = ("two-sided", "larger", "smaller")
 SEQUENTIAL_ALTERNATIVES = ("two-sided", "worse", "better")
 
@@ -264,14 +266,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
     >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
     [0.03, 0.06, 0.06]
     """
-    p = _p_values(p_values)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    # Step-down: the i-th smallest p times the hypotheses still in play, never below a smaller one's.
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    result = np.empty(m)
-    result[order] = np.minimum(adjusted, 1.0)
-    return result.tolist()
+    return adjust_pvalues(_p_values(p_values), "holm").tolist()
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
@@ -282,14 +277,7 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     >>> [round(p, 3) for p in benjamini_hochberg([0.01, 0.04, 0.03])]
     [0.03, 0.04, 0.04]
     """
-    p = _p_values(p_values)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    # Step-up: scale by m / rank, then take the minimum over all larger ranks.
-    adjusted = np.minimum.accumulate((m / np.arange(m, 0, -1)) * p[order][::-1])[::-1]
-    result = np.empty(m)
-    result[order] = np.minimum(adjusted, 1.0)
-    return result.tolist()
+    return adjust_pvalues(_p_values(p_values), "fdr_bh").tolist()
 
 
 # --- power and sample size --------------------------------------------------------------------
