@@ -190,3 +190,16 @@ def test_bad_arguments_raise_naming_the_parameter(kwargs, message):
 def test_categorical_columns_out_of_range_raise():
     with pytest.raises(ValueError, match="out of range for 8 features"):
         UnivariateDrift(categorical=[9]).test(_normal(0), _normal(1))
+
+
+def test_min_effect_ignores_significant_but_small_shifts():
+    rng = np.random.default_rng(0)
+    reference, current = rng.normal(size=(20_000, 2)), rng.normal(size=(20_000, 2))
+    current[:, 0] += 0.08  # significant with 20,000 rows, but a KS gap of only ~0.03
+    current[:, 1] += 1.0
+    assert UnivariateDrift(alpha=0.01).test(reference, current).details["drifted_features"] == [0, 1]
+    result = UnivariateDrift(alpha=0.01, min_effect=0.1).test(reference, current)
+    assert result.details["drifted_features"] == [1]
+    assert result.details["features"][0]["effect"] < 0.1 < result.details["features"][1]["effect"]
+    with pytest.raises(ValueError, match=r"min_effect must be in \[0, 1\), got 1.5"):
+        UnivariateDrift(min_effect=1.5)

@@ -93,3 +93,15 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["resume.json"]
+
+
+def test_atomic_writes_leave_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from perennial.registry.tensorfile import atomic_write_text
+
+    atomic_write_text(tmp_path / "summary.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == 0o666 & ~mask

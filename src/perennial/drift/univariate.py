@@ -34,6 +34,10 @@ class UnivariateDrift(TwoSampleDetector):
       integer and there are at most ``max_categories`` of them (one-hot columns are categorical);
       or a list of column indices; or ``"none"``.
     - ``correction`` across the features tested: ``"holm"``, ``"bonferroni"`` or ``"fdr_bh"``.
+    - ``min_effect``: a feature counts as drifted only if its shift is also this large: the KS
+      statistic (the largest gap between the two CDFs) or, for a categorical feature, the total
+      variation distance. With thousands of rows, or rows that are not independent (daily data),
+      tiny shifts are significant; a floor such as 0.1 keeps them from triggering updates.
     - 1-D arrays are one feature; images and other (n, ...) arrays are flattened per row.
     - NaN and inf values are dropped per feature. A feature left with fewer than ``min_samples``
       values in either sample is skipped; a feature constant at one value in both gets p = 1.
@@ -58,8 +62,12 @@ class UnivariateDrift(TwoSampleDetector):
         categorical: str | Sequence[int] = "auto",
         max_categories: int = 20,
         min_samples: int = 20,
+        min_effect: float = 0.0,
     ) -> None:
         self.alpha = check_alpha(alpha)
+        if not 0 <= min_effect < 1:
+            raise ValueError(f"min_effect must be in [0, 1), got {min_effect}")
+        self.min_effect = float(min_effect)
         if correction not in CORRECTION_NAMES:
             raise ValueError(f"correction must be one of {list(CORRECTION_NAMES)}, got {correction!r}")
         if isinstance(categorical, str):
@@ -103,7 +111,9 @@ class UnivariateDrift(TwoSampleDetector):
         adjusted = adjust_pvalues([f["p_value"] for f in tested], self.correction)
         for feature, p in zip(tested, adjusted, strict=True):
             feature["p_adjusted"] = float(p)
-        drifted = [f["feature"] for f in tested if f["p_adjusted"] < self.alpha]
+        drifted = [
+            f["feature"] for f in tested if f["p_adjusted"] < self.alpha and f["effect"] >= self.min_effect
+        ]
         top = min(tested, key=lambda f: (f["p_adjusted"], f["p_value"]))
         name = CORRECTION_NAMES[self.correction]
         summary = f"min {name}-adjusted p {top['p_adjusted']:.2g}, feature {top['feature']}"
@@ -155,6 +165,7 @@ class UnivariateDrift(TwoSampleDetector):
             "statistic": math.nan,
             "p_value": math.nan,
             "p_adjusted": math.nan,
+            "effect": math.nan,
             "n_ref": len(reference),
             "n_cur": len(current),
         }
@@ -163,18 +174,23 @@ class UnivariateDrift(TwoSampleDetector):
             notes.append(f"not enough data: {shortfall}")
         elif np.all(reference == reference[0]) and np.all(current == reference[0]):
             # Nothing to test (and chi-square has no degrees of freedom): the samples agree exactly.
-            record.update(statistic=0.0, p_value=1.0)
+            record.update(statistic=0.0, p_value=1.0, effect=0.0)
             notes.append("constant")
         elif categorical:
             categories, table = category_table(reference, current)
             chi2 = stats.chi2_contingency(table)
-            record.update(statistic=float(chi2.statistic), p_value=float(chi2.pvalue))
+            shares = table / table.sum(axis=1, keepdims=True)
+            record.update(
+                statistic=float(chi2.statistic),
+                p_value=float(chi2.pvalue),
+                effect=float(0.5 * np.abs(shares[0] - shares[1]).sum()),  # total variation distance
+            )
             unseen = categories[table[0] == 0]
             if len(unseen):
                 notes.append(f"unseen values: {_named_values(unseen)}")
         else:
             ks = stats.ks_2samp(reference, current)
-            record.update(statistic=float(ks.statistic), p_value=float(ks.pvalue))
+            record.update(statistic=float(ks.statistic), p_value=float(ks.pvalue), effect=float(ks.statistic))
         record["note"] = "; ".join(notes)
         return record
 

@@ -48,6 +48,7 @@ def _atomic_replace(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should read like any other
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -61,6 +62,15 @@ def _atomic_replace(path: str | Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
