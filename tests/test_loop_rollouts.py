@@ -110,3 +110,17 @@ def test_a_run_killed_mid_rollout_resumes_to_the_same_decisions(tmp_path):
     resumed = loop(tmp_path / "crashed").run(resume=True)
     keys = ("window", "candidate", "decision", "rollout_candidate", "rollout_decision", "served_accuracy")
     assert [[r[k] for k in keys] for r in resumed["rows"]] == [[r[k] for k in keys] for r in whole["rows"]]
+
+
+def test_shadow_records_latency_and_agreement_in_the_registry(tmp_path):
+    loop = make_loop(
+        tmp_path,
+        stream=stream(),
+        trigger=TimeTrigger(every=4),
+        gate=ALWAYS,
+        rollout=Shadow(min_requests=200, max_windows=1),
+    )
+    state = loop.run()
+    decided = next(r for r in state["rows"] if r["rollout_decision"] in ("promote", "reject"))
+    numbers = loop.registry.decisions(decided["rollout_candidate"])[-1]["numbers"]
+    assert numbers["kind"] == "shadow" and numbers["latency_ms"] > 0 and 0 <= numbers["agreement"] <= 1

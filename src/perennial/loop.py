@@ -8,6 +8,7 @@ any point resumes from its last whole window with nothing lost and nothing train
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,7 +359,12 @@ class ContinuousDeployment:
         if self._candidate[0] != candidate_id:
             self._candidate = (candidate_id, self.load(candidate_id))
         candidate = self._candidate[1]
-        ours, theirs = (m.predict_logits(window.x).argmax(1).numpy() for m in (champion, candidate))
+        latency = {}
+        for arm, model in ((state["champion"], champion), (candidate_id, candidate)):
+            start = time.perf_counter()
+            latency[arm] = (model.predict_logits(window.x).argmax(1).numpy(), time.perf_counter() - start)
+        (ours, _), (theirs, _) = latency.values()
+        self.rollout.timing({arm: seconds / max(len(window), 1) for arm, (_, seconds) in latency.items()})
         arms = self.rollout.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
         answered = np.where(arms == candidate_id, theirs, ours)
         self.rollout.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving

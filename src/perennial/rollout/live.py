@@ -10,7 +10,7 @@ windows ends with ``on_timeout``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -34,6 +34,7 @@ class Rollout(ABC):
             raise ValueError(f"rollout.on_timeout must be 'promote' or 'reject', got {on_timeout!r}")
         self.max_windows, self.on_timeout = max_windows, on_timeout
         self.windows = 0
+        self.latency: dict[str, float] = {}
 
     def begin(self, control: str, candidate: str, salt: str) -> None:
         self.control, self.candidate, self.windows = control, candidate, 0
@@ -45,6 +46,10 @@ class Rollout(ABC):
     @abstractmethod
     def serve(self, units: Sequence, champion: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """The arm that answers each request."""
+
+    def timing(self, seconds_per_request: Mapping[str, float]) -> None:
+        """Each model's latency on this window's requests, for the rollouts that report it."""
+        self.latency = dict(seconds_per_request)
 
     @abstractmethod
     def feedback(self, arms: np.ndarray, champion: np.ndarray, candidate: np.ndarray, y: np.ndarray) -> None:
@@ -106,7 +111,8 @@ class Shadow(Rollout):
         return np.full(len(champion), self.control, dtype=object)
 
     def feedback(self, arms, champion, candidate, y):
-        self.live.record({self.control: champion, self.candidate: candidate}, labels=y)
+        predictions = {self.control: champion, self.candidate: candidate}
+        self.live.record(predictions, self.latency, labels=y)
 
     def _decide(self) -> str:
         return self.live.decision(self.candidate)
