@@ -37,12 +37,13 @@ data:
 		&& echo "installed dataset-fashion-mnist"; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or go online)"; fi
 
-# Every benchmark, one after another (about 30 minutes on 2 cores); each rewrites its section of docs/benchmarks.md.
+# Every benchmark, one after another (about 35 minutes on 2 cores); each rewrites its section of docs/benchmarks.md.
 bench: $(STAMP) data
 	$(PY) scripts/bench_replay_buffer.py
 	$(PY) scripts/bench_update.py
 	$(PY) scripts/bench_forgetting.py
 	$(PY) scripts/bench_drift.py
+	$(PY) scripts/bench_online.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
