@@ -114,7 +114,12 @@ class CanaryRollout:
             values = np.asarray(metrics[name], dtype=float)
             if len(values) != len(arms):
                 raise ValueError(f"guard metric {name!r} has {len(values)} values for {len(arms)} units")
-            test.update(values[~on_canary], values[on_canary])
+            control, canary = values[~on_canary], values[on_canary]
+            # Pair each canary outcome with a control outcome from the same batch: at a 1% share the
+            # control's surplus would otherwise queue up, and the k-th canary unit would be compared
+            # with a control unit served long before it, under other traffic.
+            m = min(len(control), len(canary))
+            test.update(control[len(control) - m :], canary[:m])
         self.units += len(arms)
         self.canary_units += int(on_canary.sum())
         self.step_units += int(on_canary.sum())
