@@ -181,3 +181,14 @@ def test_fixed_horizon_matches_the_z_test_and_cuped_sharpens_it():
         ab.fixed_horizon("chi2")
     with pytest.raises(ValueError, match=r"unknown arm\(s\) \['v7'\]"):
         ab.record(["v7"], [1.0])
+
+
+def test_a_canary_fed_one_request_at_a_time_still_rolls_back():
+    canary = CanaryRollout("v1", "v1.1", steps=[0.1, 1.0], min_samples=500, salt="one")
+    rng = np.random.default_rng(0)
+    for unit in range(20_000):
+        arm = canary.assign([unit])
+        correct = rng.random() < (0.6 if arm[0] == "v1.1" else 0.9)
+        if canary.record(arm, {"accuracy": [float(correct)]}) != "running":
+            break
+    assert canary.status == "rolled_back" and canary.canary_units < 500

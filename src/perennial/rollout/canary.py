@@ -3,6 +3,7 @@ sequential tests, and is rolled back at the first significant degradation."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ from perennial.rollout.router import Router
 from perennial.rollout.stats import MixtureSPRT
 
 STATUSES = ("running", "rolled_back", "completed")
+RECENT_CONTROL = 5000  # control outcomes kept to pair with canary ones
 
 
 class CanaryRollout:
@@ -78,6 +80,9 @@ class CanaryRollout:
             for m, d in guards.items()
         }
         self.step, self.step_units, self.units, self.canary_units = 0, 0, 0, 0
+        # Outcomes not yet paired: recent control ones (bounded) and canary ones waiting for a partner.
+        self._recent_control = {m: deque(maxlen=RECENT_CONTROL) for m in self.tests}
+        self._waiting: dict[str, list[float]] = {m: [] for m in self.tests}
         self.status = "running"
         self.timeline: list[dict] = []
         self._event("start")
@@ -114,12 +119,16 @@ class CanaryRollout:
             values = np.asarray(metrics[name], dtype=float)
             if len(values) != len(arms):
                 raise ValueError(f"guard metric {name!r} has {len(values)} values for {len(arms)} units")
-            control, canary = values[~on_canary], values[on_canary]
-            # Pair each canary outcome with a control outcome from the same batch: at a 1% share the
+            self._recent_control[name].extend(values[~on_canary].tolist())
+            self._waiting[name].extend(values[on_canary].tolist())
+            # Pair each canary outcome with the newest unpaired control outcome: at a 1% share the
             # control's surplus would otherwise queue up, and the k-th canary unit would be compared
             # with a control unit served long before it, under other traffic.
-            m = min(len(control), len(canary))
-            test.update(control[len(control) - m :], canary[:m])
+            k = min(len(self._waiting[name]), len(self._recent_control[name]))
+            if k:
+                control = [self._recent_control[name].pop() for _ in range(k)]
+                canary, self._waiting[name] = self._waiting[name][:k], self._waiting[name][k:]
+                test.update(control, canary)
         self.units += len(arms)
         self.canary_units += int(on_canary.sum())
         self.step_units += int(on_canary.sum())
@@ -167,6 +176,8 @@ class CanaryRollout:
             "canary_units": self.canary_units,
             "status": self.status,
             "timeline": self.timeline,
+            "recent_control": {m: list(q) for m, q in self._recent_control.items()},
+            "waiting": self._waiting,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -176,3 +187,6 @@ class CanaryRollout:
         self.step, self.step_units = state["step"], state["step_units"]
         self.units, self.canary_units = state["units"], state["canary_units"]
         self.status, self.timeline = state["status"], list(state["timeline"])
+        for m, values in state["recent_control"].items():
+            self._recent_control[m] = deque(values, maxlen=RECENT_CONTROL)
+        self._waiting = {m: list(v) for m, v in state["waiting"].items()}
