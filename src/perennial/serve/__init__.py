@@ -1,0 +1,24 @@
+"""Serving a registry over HTTP: predictions from the champion or a live rollout's arm, a durable
+request and feedback log, and hot swaps. ``perennial-serve serve.registry=PATH`` runs it; docs/serve.md.
+
+- ``create_app`` / ``ModelServer`` / ``ServeSettings`` (``perennial.serve.app``): the FastAPI app;
+- ``RequestLog`` / ``analyze`` (``perennial.serve.log``): the group-committed SQLite log and its analysis;
+- ``ModelStore`` / ``Deployment`` / ``make_rollout`` (``perennial.serve.models``): versions and rollouts.
+
+FastAPI is imported only when an app is built, so importing this package stays cheap.
+"""
+
+from perennial.serve.app import ModelServer, ServeSettings, create_app
+from perennial.serve.log import RequestLog, analyze
+from perennial.serve.models import Deployment, ModelStore, make_rollout
+
+__all__ = [
+    "Deployment",
+    "ModelServer",
+    "ModelStore",
+    "RequestLog",
+    "ServeSettings",
+    "analyze",
+    "create_app",
+    "make_rollout",
+]

@@ -1,0 +1,375 @@
+"""The server's request and feedback log: an embedded SQLite file (WAL) written by one background thread
+that commits in groups, so a request is answered only once its row is on disk.
+
+A writer that falls behind makes requests wait (the queue is bounded) but never drops a row; after
+``kill -9`` the log holds every request that was acknowledged. ``analyze`` replays the logged feedback
+through the same ``perennial.rollout`` classes the server used, to recompute a rollout's statistics.
+
+>>> import tempfile, os
+>>> log = RequestLog(os.path.join(tempfile.mkdtemp(), "log.sqlite"))
+>>> log.write_request(Served("r1", "user-1", "v1", "v1", "v1", None, [1], latency_ms=0.4))
+>>> log.write_feedback("r1", [1])
+>>> log.request("r1")["arm"], log.feedback_count()
+('v1', 1)
+>>> log.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    unit TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    version TEXT NOT NULL,
+    champion TEXT NOT NULL,
+    rollout INTEGER,
+    predictions TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shadow (
+    request_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    predictions TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    PRIMARY KEY (request_id, version)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    labels TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    champion TEXT NOT NULL,
+    candidate TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT
+);
+"""
+
+
+@dataclass
+class Served:
+    """One answered request as the log keeps it."""
+
+    request_id: str
+    unit: str
+    arm: str  # the arm that answered: the champion's or the candidate's version id
+    version: str
+    champion: str
+    rollout: int | None  # the id of the rollout running when it was served (rollouts table)
+    predictions: list[int]
+    latency_ms: float
+    at: float = field(default_factory=time.time)
+
+
+class _Item:
+    """One write for the writer thread, and how to tell its submitter that it is committed."""
+
+    __slots__ = ("error", "event", "future", "loop", "many", "params", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        params: tuple | list,
+        loop: asyncio.AbstractEventLoop | None = None,
+        many: bool = False,
+    ) -> None:
+        self.sql, self.params, self.loop, self.many = sql, params, loop, many
+        self.future: asyncio.Future | None = loop.create_future() if loop is not None else None
+        self.event = threading.Event() if loop is None else None
+        self.error: BaseException | None = None
+
+    def done(self, error: BaseException | None) -> None:
+        self.error = error
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future, error)
+        else:
+            self.event.set()
+
+
+def _resolve(future: asyncio.Future, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+_STOP = object()
+
+
+class RequestLog:
+    """Requests, shadow predictions, feedback and rollouts in one SQLite file.
+
+    Writes go through a bounded queue to one thread, which commits whatever has queued up in one
+    transaction (a group commit) and then wakes every submitter of that group. ``synchronous``
+    is SQLite's: ``"NORMAL"`` survives the death of the process (``kill -9``), ``"FULL"`` also a
+    power cut, at an fsync per group.
+    """
+
+    def __init__(
+        self, path: str | Path, max_queue: int = 10_000, max_group: int = 512, synchronous: str = "NORMAL"
+    ) -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"log synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if max_queue < 1 or max_group < 1:
+            raise ValueError(f"log max_queue and max_group must be >= 1, got {max_queue}, {max_group}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_group = max_group
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        writer = self._connect(synchronous)
+        writer.executescript(_SCHEMA)
+        self._reader = self._connect(synchronous)
+        self._reader_lock = threading.Lock()
+        self.groups = 0  # commits made, for the metrics
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(writer,), name="request-log", daemon=True
+        )
+        self._thread.start()
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        return conn
+
+    # ---- the writer -------------------------------------------------------------------------------
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            group, stop = [first], False
+            while len(group) < self.max_group:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                group.append(item)
+            self._commit(conn, group)
+            if stop:
+                break
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, group: list[_Item]) -> None:
+        errors: list[BaseException | None] = []
+        try:
+            conn.execute("BEGIN")
+            for item in group:
+                # One bad row (a duplicate id) fails only its own submitter, not the group.
+                conn.execute("SAVEPOINT row")
+                try:
+                    if item.many:
+                        conn.executemany(item.sql, item.params)
+                    else:
+                        conn.execute(item.sql, item.params)
+                    conn.execute("RELEASE row")
+                    errors.append(None)
+                except sqlite3.Error as err:
+                    conn.execute("ROLLBACK TO row")
+                    conn.execute("RELEASE row")
+                    errors.append(err)
+            conn.execute("COMMIT")
+            self.groups += 1
+        except BaseException as err:  # the commit itself failed: nobody's row is durable
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            errors = [err] * len(group)
+        for item, error in zip(group, errors, strict=True):
+            item.done(error)
+
+    def _submit_sync(self, sql: str, params: tuple | list, many: bool = False) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the request log {self.path} is closed")
+        item = _Item(sql, params, many=many)
+        self._queue.put(item)  # blocks while the queue is full: back-pressure, never a drop
+        item.event.wait()
+        if item.error is not None:
+            raise item.error
+
+    async def _submit(self, sql: str, params: tuple) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the request log {self.path} is closed")
+        item = _Item(sql, params, asyncio.get_running_loop())
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # wait in a thread, so the event loop keeps serving
+            await asyncio.to_thread(self._queue.put, item)
+        await item.future
+
+    # ---- writes -----------------------------------------------------------------------------------
+    _REQUEST_SQL = (
+        "INSERT INTO requests (request_id, unit, arm, version, champion, rollout, predictions, latency_ms,"
+        " at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    @staticmethod
+    def _request_params(s: Served) -> tuple:
+        return (
+            s.request_id,
+            s.unit,
+            s.arm,
+            s.version,
+            s.champion,
+            s.rollout,
+            json.dumps(s.predictions),
+            s.latency_ms,
+            s.at,
+        )
+
+    def write_request(self, served: Served) -> None:
+        """Log a served request; returns once it is committed."""
+        self._submit_sync(self._REQUEST_SQL, self._request_params(served))
+
+    async def log_request(self, served: Served) -> None:
+        """Log a served request from the event loop; resumes once it is committed."""
+        await self._submit(self._REQUEST_SQL, self._request_params(served))
+
+    def write_shadows(self, rows: Sequence[tuple[str, str, Sequence[int], float]]) -> None:
+        """Shadow predictions, ``(request_id, version, predictions, latency_ms)`` each, in one write."""
+        self._submit_sync(
+            "INSERT OR REPLACE INTO shadow (request_id, version, predictions, latency_ms)"
+            " VALUES (?, ?, ?, ?)",
+            [(r, v, json.dumps(list(p)), ms) for r, v, p, ms in rows],
+            many=True,
+        )
+
+    def write_feedback(self, request_id: str, labels: Sequence[int]) -> None:
+        """Log the labels of a request; a second feedback for it raises ``sqlite3.IntegrityError``."""
+        self._submit_sync(
+            "INSERT INTO feedback (request_id, labels, at) VALUES (?, ?, ?)",
+            (request_id, json.dumps(list(labels)), time.time()),
+        )
+
+    def start_rollout(self, kind: str, champion: str, candidate: str, settings: dict) -> int:
+        """Record a rollout's start; returns its id, which every request served under it carries."""
+        self._submit_sync(
+            "INSERT INTO rollouts (kind, champion, candidate, settings, started_at) VALUES (?, ?, ?, ?, ?)",
+            (kind, champion, candidate, json.dumps(settings), time.time()),
+        )
+        with self._reader_lock:
+            return int(self._reader.execute("SELECT max(id) FROM rollouts").fetchone()[0])
+
+    def end_rollout(self, rollout: int, outcome: str) -> None:
+        self._submit_sync(
+            "UPDATE rollouts SET ended_at = ?, outcome = ? WHERE id = ? AND ended_at IS NULL",
+            (time.time(), outcome, rollout),
+        )
+
+    # ---- reads ------------------------------------------------------------------------------------
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        """A logged request with its shadow predictions ({version: predictions}), or None."""
+        with self._reader_lock:
+            row = self._reader.execute(
+                "SELECT * FROM requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            shadows = self._reader.execute(
+                "SELECT version, predictions FROM shadow WHERE request_id = ?", (request_id,)
+            ).fetchall()
+            has_feedback = self._reader.execute(
+                "SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        out = dict(row)
+        out["predictions"] = json.loads(out["predictions"])
+        out["shadow"] = {s["version"]: json.loads(s["predictions"]) for s in shadows}
+        out["has_feedback"] = has_feedback is not None
+        return out
+
+    def feedback_count(self) -> int:
+        with self._reader_lock:
+            return int(self._reader.execute("SELECT count(*) FROM feedback").fetchone()[0])
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._reader.close()
+
+
+# ---- analysis ---------------------------------------------------------------------------------------
+def analyze(path: str | Path) -> dict[str, Any]:
+    """Every rollout in the log at ``path``, with its statistics recomputed from the logged feedback.
+
+    The labelled requests of each rollout are replayed in the order their feedback arrived through a
+    fresh ``ShadowDeployment``, ``ABTest`` or ``CanaryRollout`` built with the logged settings, so the
+    numbers match what the server decided live. Also per arm: requests, labelled rows and accuracy.
+    """
+    from perennial.serve.models import make_rollout  # the rollout factories live with the server's models
+
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        arms = {}
+        for row in conn.execute("SELECT arm, count(*) AS n FROM requests GROUP BY arm"):
+            arms[row["arm"]] = {"requests": row["n"], "labelled": 0, "correct": 0}
+        joined = conn.execute(
+            "SELECT r.request_id, r.arm, r.champion, r.rollout, r.predictions, f.labels "
+            "FROM feedback f JOIN requests r ON r.request_id = f.request_id ORDER BY f.seq"
+        ).fetchall()
+        shadow: dict[str, dict[str, list[int]]] = {}
+        for row in conn.execute("SELECT request_id, version, predictions FROM shadow"):
+            shadow.setdefault(row["request_id"], {})[row["version"]] = json.loads(row["predictions"])
+        rollouts = [dict(r) for r in conn.execute("SELECT * FROM rollouts ORDER BY id")]
+    finally:
+        conn.close()
+    by_rollout: dict[int, list] = {}
+    for row in joined:
+        predictions, labels = (
+            np.asarray(json.loads(row["predictions"])),
+            np.asarray(json.loads(row["labels"])),
+        )
+        stats = arms[row["arm"]]
+        stats["labelled"] += len(labels)
+        stats["correct"] += int((predictions == labels).sum())
+        if row["rollout"] is not None:
+            by_rollout.setdefault(row["rollout"], []).append((row, predictions, labels))
+    for stats in arms.values():
+        stats["accuracy"] = stats["correct"] / stats["labelled"] if stats["labelled"] else None
+    out_rollouts = []
+    for r in rollouts:
+        settings = json.loads(r["settings"])
+        live = make_rollout(r["kind"], r["champion"], r["candidate"], settings)
+        for row, predictions, labels in by_rollout.get(r["id"], []):
+            theirs = shadow.get(row["request_id"], {}).get(r["candidate"])
+            live.feedback(row["arm"], predictions, labels, theirs)
+        out_rollouts.append(
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "champion": r["champion"],
+                "candidate": r["candidate"],
+                "settings": settings,
+                "outcome": r["outcome"],
+                **live.summary(),
+            }
+        )
+    return {"arms": arms, "rollouts": out_rollouts}

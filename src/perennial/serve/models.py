@@ -1,0 +1,348 @@
+"""What the server serves: versions loaded from a registry, the live rollout that routes between them,
+and the immutable ``Deployment`` snapshot that a hot swap replaces in one assignment.
+
+A version's module is rebuilt from the run config stored with it (its ``data`` and ``model`` groups),
+or, for versions stored without one, from the builder the server was started with.
+
+>>> rollout = make_rollout("ab", "v1", "v2", {"share": 0.5, "salt": "doc"})
+>>> sorted(rollout.shares().items())
+[('v1', 0.5), ('v2', 0.5)]
+>>> rollout.route("user-1") == rollout.route("user-1")  # sticky
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from perennial.learn.module import ClassifierModule
+from perennial.registry import Registry
+from perennial.rollout import ABTest, CanaryRollout, ShadowDeployment
+
+Builder = Callable[[], ClassifierModule]
+# A fallback that gives a module builder and the feature shape, for versions stored without a config.
+FallbackBuilder = Callable[[], tuple[Builder, tuple[int, ...]]]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One version's module, fully loaded and in eval mode, ready to answer from any thread."""
+
+    version: str
+    module: ClassifierModule
+    feature_shape: tuple[int, ...]
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.feature_shape)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids and class probabilities for rows ``x`` of shape ``(n, *feature_shape)``."""
+        with torch.inference_mode():
+            logits = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            probabilities = torch.softmax(logits, dim=1)
+        return probabilities.argmax(1).numpy(), probabilities.numpy()
+
+
+class ModelStore:
+    """Loads versions from the registry at ``root``; loaded versions are kept (weights never change)."""
+
+    def __init__(self, root: str | Path, fallback: FallbackBuilder | None = None) -> None:
+        self.root = Path(root)
+        self.fallback = fallback
+        self.registry().close()  # fail now, with the path, if there is no registry
+        self._loaded: dict[str, LoadedModel] = {}
+        self._builders: dict[str, tuple[Builder, tuple[int, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def registry(self) -> Registry:
+        """A fresh connection to the registry; SQLite connections stay in the thread that made them."""
+        return Registry(self.root, create=False)
+
+    def load(self, version: str) -> LoadedModel:
+        with self._lock:
+            if version in self._loaded:
+                return self._loaded[version]
+        with self.registry() as registry:
+            record = registry.get(version)
+            weights = registry.load_weights(version)
+        build, shape = self._builder(version, record.config)
+        module = build()
+        module.load_state_dict(weights)
+        module.eval()
+        loaded = LoadedModel(version, module, tuple(int(s) for s in shape))
+        with self._lock:
+            return self._loaded.setdefault(version, loaded)
+
+    def _builder(self, version: str, config: Mapping[str, Any]) -> tuple[Builder, tuple[int, ...]]:
+        groups = {k: config.get(k) for k in ("data", "model")}
+        if all(isinstance(g, Mapping) and "_target_" in g for g in groups.values()):
+            key = json.dumps(groups, sort_keys=True)
+            if key not in self._builders:
+                from omegaconf import OmegaConf
+
+                from perennial.cli.common import stream_and_builder
+
+                stream, build = stream_and_builder(OmegaConf.create(groups))
+                self._builders[key] = (build, tuple(stream.feature_shape))
+            return self._builders[key]
+        if self.fallback is None:
+            raise ValueError(
+                f"version {version} was stored without data and model configs, and the server has no "
+                "data=/model= config to rebuild it from"
+            )
+        if "" not in self._builders:
+            self._builders[""] = self.fallback()
+        return self._builders[""]
+
+
+# ---- rollouts ---------------------------------------------------------------------------------------
+OUTCOMES = ("continue", "promote", "reject")
+
+
+class LiveRollout(ABC):
+    """One candidate against the champion on the server's traffic, built from a perennial.rollout class.
+
+    ``route`` picks the arm for a unit, ``feedback`` records one labelled request and returns
+    ``"continue"``, ``"promote"`` or ``"reject"``; both are safe to call from many threads.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, champion: str, candidate: str, settings: Mapping[str, Any]) -> None:
+        if champion == candidate:
+            raise ValueError(f"the candidate {candidate} is already the champion")
+        self.champion, self.candidate = champion, candidate
+        self.settings = dict(settings)
+        self.lock = threading.Lock()
+        try:
+            self._start(**self.settings)
+        except TypeError as err:  # an unknown setting
+            raise ValueError(f"bad {self.kind} rollout settings {self.settings}: {err}") from None
+
+    @property
+    def shadows(self) -> list[str]:
+        """Versions that predict every request off the record."""
+        return []
+
+    @abstractmethod
+    def _start(self, **settings: Any) -> None: ...
+
+    @abstractmethod
+    def _route(self, unit: str) -> str: ...
+
+    @abstractmethod
+    def shares(self) -> dict[str, float]:
+        """Each arm's share of the traffic now."""
+
+    @abstractmethod
+    def _feedback(
+        self, arm: str, served: np.ndarray, labels: np.ndarray, candidate: np.ndarray | None
+    ) -> str: ...
+
+    @abstractmethod
+    def _summary(self) -> dict[str, Any]: ...
+
+    def route(self, unit: str) -> str:
+        with self.lock:
+            return self._route(unit)
+
+    def feedback(
+        self, arm: str, served: Sequence[int], labels: Sequence[int], candidate: Sequence[int] | None = None
+    ) -> str:
+        """Labels for one request: the arm that answered, its predictions, and (shadow) the candidate's."""
+        with self.lock:
+            return self._feedback(
+                arm,
+                np.asarray(served),
+                np.asarray(labels),
+                None if candidate is None else np.asarray(candidate),
+            )
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return _json_safe({"shares": self.shares(), **self._summary()})
+
+
+class LiveShadow(LiveRollout):
+    """The champion answers everyone; the candidate predicts every request in the background."""
+
+    kind = "shadow"
+
+    def _start(
+        self, criterion: str = "not_worse", margin: float = 0.01, alpha: float = 0.05, min_requests: int = 500
+    ) -> None:
+        self.live = ShadowDeployment(self.champion, [self.candidate], criterion, margin, alpha, min_requests)
+
+    @property
+    def shadows(self) -> list[str]:
+        return [self.candidate]
+
+    def _route(self, unit: str) -> str:
+        return self.champion
+
+    def shares(self) -> dict[str, float]:
+        return {self.champion: 1.0, self.candidate: 0.0}
+
+    def _feedback(self, arm, served, labels, candidate):
+        if candidate is None or len(candidate) != len(served):
+            return "continue"  # the shadow's prediction was lost (its queue was full): no pair to compare
+        self.live.record({self.champion: served, self.candidate: candidate}, labels=labels)
+        return self.live.decision(self.candidate)
+
+    def _summary(self) -> dict[str, Any]:
+        s = self.live.summary()
+        return {
+            "decision": self.live.decision(self.candidate),
+            "p_value": s[self.candidate]["p_value"],
+            "labelled": self.live.labelled,
+            "arms": s,
+        }
+
+
+class LiveAB(LiveRollout):
+    """Units are split between champion and candidate by a sticky salted hash; a sequential test decides."""
+
+    kind = "ab"
+
+    def _start(self, share: float = 0.5, alpha: float = 0.05, salt: str | None = None) -> None:
+        if not 0 < share < 1:
+            raise ValueError(f"ab share must be in (0, 1), got {share}")
+        salt = salt or f"serve:{self.candidate}"
+        self.live = ABTest(self.champion, {self.candidate: share}, salt=salt, alpha=alpha)
+
+    def _route(self, unit: str) -> str:
+        return self.live.router.route(unit)
+
+    def shares(self) -> dict[str, float]:
+        return self.live.router.shares()
+
+    def _feedback(self, arm, served, labels, candidate):
+        self.live.record(np.full(len(labels), arm, dtype=object), (served == labels).astype(float))
+        decision = self.live.decision()
+        return {"continue": "continue", self.candidate: "promote"}.get(decision, "reject")
+
+    def _summary(self) -> dict[str, Any]:
+        result = self.live.results()[self.candidate]
+        decision = self.live.decision()
+        return {
+            "decision": {"continue": "continue", self.candidate: "promote"}.get(decision, "reject"),
+            "p_value": result["p_holm"],
+            "effect": result["effect"],
+            "n": result["n"],
+        }
+
+
+class LiveCanary(LiveRollout):
+    """The candidate's share grows in steps while a one-sided test guards accuracy; the first
+    significant drop rolls it back and sends everyone to the champion."""
+
+    kind = "canary"
+
+    def _start(
+        self,
+        steps: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+        min_samples: int = 100,
+        alpha: float = 0.05,
+        salt: str | None = None,
+        feedback_batch: int = 50,
+    ) -> None:
+        if feedback_batch < 1:
+            raise ValueError(f"canary feedback_batch must be >= 1, got {feedback_batch}")
+        salt = salt or f"serve:{self.candidate}"
+        self.live = CanaryRollout(
+            self.champion, self.candidate, steps=steps, min_samples=min_samples, alpha=alpha, salt=salt
+        )
+        # CanaryRollout pairs canary and control outcomes within one record() call, so labelled rows
+        # are recorded in batches that hold both arms, not one request at a time.
+        self.feedback_batch = feedback_batch
+        self._arms: list[str] = []
+        self._correct: list[float] = []
+
+    def _route(self, unit: str) -> str:
+        return str(self.live.assign([unit])[0])
+
+    def shares(self) -> dict[str, float]:
+        if self.live.status == "rolled_back":
+            return {self.champion: 1.0, self.candidate: 0.0}
+        return self.live.router.shares()
+
+    def _feedback(self, arm, served, labels, candidate):
+        self._arms += [arm] * len(labels)
+        self._correct += (served == labels).astype(float).tolist()
+        status = self.live.status
+        if len(self._arms) >= self.feedback_batch:
+            arms, correct = np.array(self._arms, dtype=object), np.array(self._correct)
+            self._arms, self._correct = [], []
+            status = self.live.record(arms, {"accuracy": correct})
+        return {"completed": "promote", "rolled_back": "reject"}.get(status, "continue")
+
+    def _summary(self) -> dict[str, Any]:
+        test = self.live.tests["accuracy"]
+        return {
+            "decision": {"completed": "promote", "rolled_back": "reject"}.get(self.live.status, "continue"),
+            "status": self.live.status,
+            "step": self.live.step,
+            "p_value": test.p_value,
+            "effect": test.effect if test.n else None,
+            "units": self.live.units,
+            "canary_units": self.live.canary_units,
+            "waiting_feedback": len(self._arms),
+            "timeline": self.live.timeline,
+        }
+
+
+ROLLOUTS: dict[str, type[LiveRollout]] = {
+    "shadow": LiveShadow,
+    "ab": LiveAB,
+    "canary": LiveCanary,
+}
+
+
+def make_rollout(kind: str, champion: str, candidate: str, settings: Mapping[str, Any]) -> LiveRollout:
+    """A live rollout of ``kind`` (shadow, ab or canary) with its settings (the rollout class's arguments)."""
+    if kind not in ROLLOUTS:
+        raise ValueError(f"unknown rollout kind {kind!r}; expected one of {', '.join(ROLLOUTS)}")
+    return ROLLOUTS[kind](champion, candidate, settings)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What serves now: the champion, and the running rollout with its candidate. Never changed in
+    place: a swap builds a new one, and a request keeps the one it started with."""
+
+    champion: LoadedModel
+    rollout: LiveRollout | None = None
+    candidate: LoadedModel | None = None
+    rollout_id: int | None = None
+
+    def model(self, arm: str) -> LoadedModel:
+        if self.candidate is not None and arm == self.candidate.version:
+            return self.candidate
+        return self.champion
+
+    def route(self, unit: str) -> str:
+        return self.rollout.route(unit) if self.rollout is not None else self.champion.version
+
+
+def _json_safe(tree: Any) -> Any:
+    """NaN and infinities as None, tuples as lists: JSON that any client can read."""
+    if isinstance(tree, Mapping):
+        return {str(k): _json_safe(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_json_safe(v) for v in tree]
+    if isinstance(tree, np.generic):
+        tree = tree.item()
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree

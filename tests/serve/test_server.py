@@ -1,0 +1,410 @@
+"""perennial-serve over real HTTP on a loopback port: routing, feedback, rollouts, hot swaps under load,
+admin auth, input validation, and a log that survives kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from omegaconf import OmegaConf
+
+from perennial.cli.common import stream_and_builder
+from perennial.registry import Registry, VersionRecord
+from perennial.rollout.router import Router
+from perennial.serve import ServeSettings, analyze, create_app
+
+TOKEN = "test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+DATA = {
+    "_target_": "perennial.data.SyntheticStream",
+    "kind": "none",
+    "n_samples": 2000,
+    "window": 500,
+    "n_features": 6,
+    "noise": 0.1,
+    "seed": 0,
+}
+MODEL = {"_target_": "perennial.learn.MLP", "_partial_": True, "hidden": [16]}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train(build, x, y, seed: int):
+    torch.manual_seed(seed)
+    module = build()
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(module(xt), yt).backward()
+        opt.step()
+    return module
+
+
+@pytest.fixture(scope="module")
+def rows():
+    stream, _ = stream_and_builder(OmegaConf.create({"data": DATA, "model": MODEL}))
+    windows = stream.windows()
+    return np.concatenate([w.x for w in windows]), np.concatenate([w.y for w in windows])
+
+
+@pytest.fixture(scope="module")
+def base_registry(tmp_path_factory, rows):
+    """v1 (champion) and v2 learned the labels; v3 learned them inverted, so it is almost always wrong."""
+    _, build = stream_and_builder(OmegaConf.create({"data": DATA, "model": MODEL}))
+    x, y = rows
+    root = tmp_path_factory.mktemp("serve") / "registry"
+    config = {"data": DATA, "model": MODEL}
+    with Registry(root) as reg:
+        for seed, labels in ((0, y), (1, y), (2, 1 - y)):
+            module = _train(build, x, labels, seed)
+            reg.add(
+                VersionRecord(reg.next_id("stateless", None), None, "stateless", config=config),
+                module.state_dict(),
+            )
+        reg.promote("v1", reason="test")
+    return root
+
+
+@pytest.fixture
+def registry(base_registry, tmp_path):
+    root = tmp_path / "registry"
+    shutil.copytree(base_registry, root)
+    return root
+
+
+class Running:
+    """A uvicorn server in a thread on a free loopback port, and an httpx client for it."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def model_server(self):
+        return self.app.state.server
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+@pytest.fixture
+def serve(registry):
+    running = []
+
+    def start(**kw):
+        running.append(Running(ServeSettings(registry=registry, token=kw.pop("token", TOKEN), **kw)))
+        return running[-1]
+
+    yield start
+    for r in running:
+        r.stop()
+
+
+def test_predict_serves_the_champion_and_logs_before_answering(serve, rows):
+    s = serve()
+    x, y = rows
+    one = s.client.post("/predict", json={"unit": "user-1", "features": x[0].tolist()}).json()
+    assert (one["arm"], one["version"]) == ("v1", "v1")
+    assert len(one["predictions"]) == 1 and abs(sum(one["probabilities"][0]) - 1) < 1e-5
+    batch = s.client.post("/predict", json={"unit": 7, "rows": x[:50].tolist()}).json()
+    assert np.mean(np.array(batch["predictions"]) == y[:50]) > 0.75  # the trained champion answers
+    logged = s.model_server.log.request(batch["request_id"])  # committed before the answer came
+    assert logged["predictions"] == batch["predictions"] and logged["unit"] == "7"
+
+
+def test_ab_routes_by_the_salted_router_and_units_stay(serve, rows):
+    s = serve()
+    started = s.client.post(
+        "/rollout",
+        headers=ADMIN,
+        json={"kind": "ab", "candidate": "v2", "settings": {"share": 0.3, "salt": "t"}},
+    )
+    assert started.status_code == 200, started.text
+    assert started.json()["shares"] == {"v1": pytest.approx(0.7), "v2": pytest.approx(0.3)}
+    x = rows[0][0].tolist()
+    units = [f"user-{i}" for i in range(400)]
+    arms = {u: s.client.post("/predict", json={"unit": u, "features": x}).json()["arm"] for u in units}
+    router = Router({"v1": 0.7, "v2": 0.3}, control="v1", salt="t")
+    assert arms == {u: router.route(u) for u in units}
+    assert 0.22 < np.mean([a == "v2" for a in arms.values()]) < 0.38
+    again = {u: s.client.post("/predict", json={"unit": u, "features": x}).json()["arm"] for u in units[:50]}
+    assert all(again[u] == arms[u] for u in again)  # sticky
+
+
+def test_feedback_joins_the_logged_request(serve, rows):
+    s = serve()
+    x, y = rows
+    r = s.client.post("/predict", json={"unit": "u", "rows": x[:4].tolist()}).json()
+    fb = s.client.post("/feedback", json={"request_id": r["request_id"], "labels": y[:4].tolist()})
+    assert fb.status_code == 200 and fb.json()["correct"] == int((np.array(r["predictions"]) == y[:4]).sum())
+    again = s.client.post("/feedback", json={"request_id": r["request_id"], "labels": y[:4].tolist()})
+    assert again.status_code == 409
+    unknown = s.client.post("/feedback", json={"request_id": "nope-123", "label": 1})
+    assert unknown.status_code == 404 and "nope-123" in unknown.json()["error"]
+    short = s.client.post("/predict", json={"unit": "u", "features": x[0].tolist()}).json()
+    wrong_count = s.client.post("/feedback", json={"request_id": short["request_id"], "labels": [0, 1]})
+    assert wrong_count.status_code == 422 and "1 row" in wrong_count.json()["error"]
+    metrics = s.client.get("/metrics").text
+    assert 'perennial_serve_requests_total{arm="v1"} 2' in metrics
+    assert "perennial_serve_feedback_total 1" in metrics and 'perennial_serve_accuracy{arm="v1"}' in metrics
+    assert "perennial_serve_latency_seconds_bucket" in metrics
+
+
+def _traffic(s: Running, rows, n: int, start: int = 0) -> list[dict]:
+    x, y = rows
+    out = []
+    for i in range(start, start + n):
+        r = s.client.post("/predict", json={"unit": f"user-{i}", "features": x[i % len(x)].tolist()}).json()
+        fb = s.client.post("/feedback", json={"request_id": r["request_id"], "label": int(y[i % len(x)])})
+        assert fb.status_code == 200, fb.text
+        out.append(r | {"feedback": fb.json()})
+    return out
+
+
+def test_canary_rolls_back_on_live_feedback_and_the_log_agrees(serve, rows, registry):
+    s = serve()
+    settings = {"steps": [0.5, 1.0], "min_samples": 200, "salt": "c"}
+    r = s.client.post(
+        "/rollout", headers=ADMIN, json={"kind": "canary", "candidate": "v3", "settings": settings}
+    )
+    assert r.status_code == 200, r.text
+    served = _traffic(s, rows, 400)
+    status = s.client.get("/status").json()
+    assert status["rollout"] is None and status["shares"] == {"v1": 1.0}  # rolled back, everyone on v1
+    assert any(x["arm"] == "v3" for x in served)
+    rolled_back_at = next(i for i, x in enumerate(served) if x["feedback"].get("rollout") == "reject")
+    assert all(x["arm"] == "v1" for x in served[rolled_back_at + 1 :])
+    with Registry(registry, create=False) as reg:
+        assert reg.get("v3").status == "rejected" and reg.champion() == "v1"
+    report = analyze(s.model_server.log.path)
+    canary = report["rollouts"][0]
+    assert canary["kind"] == "canary" and canary["outcome"] == "rolled_back"
+    assert canary["status"] == "rolled_back" and canary["timeline"][-1]["event"] == "rollback"
+
+
+def test_shadow_predicts_off_the_request_path(serve, rows):
+    s = serve()
+    r = s.client.post("/rollout", headers=ADMIN, json={"kind": "shadow", "candidate": "v2", "settings": {}})
+    assert r.status_code == 200, r.text
+    served = _traffic(s, rows, 40)
+    assert {x["arm"] for x in served} == {"v1"}
+    shadow = s.client.get("/status").json()["rollout"]
+    assert shadow["kind"] == "shadow" and shadow["labelled"] == 40
+    assert shadow["arms"]["v2"]["agreement"] > 0.8
+    logged = s.model_server.log.request(served[0]["request_id"])
+    assert list(logged["shadow"]) == ["v2"]
+    assert analyze(s.model_server.log.path)["rollouts"][0]["labelled"] == 40
+
+
+def test_hot_swaps_under_concurrent_requests_drop_nothing(serve, rows):
+    s = serve()
+    x = rows[0][:2].tolist()
+    stop, failures, versions = threading.Event(), [], set()
+
+    def hammer(worker: int) -> int:
+        n = 0
+        with httpx.Client(base_url=s.url, timeout=30) as client:
+            while not stop.is_set():
+                r = client.post("/predict", json={"unit": f"w{worker}-{n}", "rows": x})
+                if r.status_code != 200:
+                    failures.append(r.text)
+                else:
+                    versions.add(r.json()["version"])
+                n += 1
+        return n
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = [pool.submit(hammer, i) for i in range(4)]
+        admin = []
+        try:
+            for _ in range(3):
+                for path, body in (
+                    ("/rollout", {"kind": "ab", "candidate": "v2", "settings": {"share": 0.5}}),
+                    ("/promote", {"version": "v2", "override": True}),
+                    ("/rollback", {"reason": "test"}),
+                ):
+                    admin.append(s.client.post(path, headers=ADMIN, json=body))
+                    time.sleep(0.05)
+        finally:
+            stop.set()
+        total = sum(c.result() for c in counts)
+    assert [r.status_code for r in admin] == [200] * 9, [r.text for r in admin if r.status_code != 200]
+    assert failures == [] and total > 50
+    assert versions == {"v1", "v2"}
+    assert s.client.get("/status").json()["swaps"] == 9
+
+
+def test_admin_needs_the_token(serve):
+    s = serve()
+    body = {"version": "v2"}
+    missing = s.client.post("/promote", json=body)
+    assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["error"]
+    wrong = s.client.post("/promote", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "wrong admin token" in wrong.json()["error"]
+    unknown = s.client.post("/promote", json={"version": "v9"}, headers=ADMIN)
+    assert unknown.status_code == 404 and "v9" in unknown.json()["error"]
+    bad_kind = s.client.post("/rollout", json={"kind": "blue-green", "candidate": "v2"}, headers=ADMIN)
+    assert bad_kind.status_code == 422 and "blue-green" in bad_kind.json()["error"]
+
+
+def test_admin_is_disabled_without_a_token(serve, monkeypatch):
+    monkeypatch.delenv("PERENNIAL_SERVE_TOKEN", raising=False)
+    s = serve(token=None)
+    r = s.client.post("/rollback", json={}, headers=ADMIN)
+    assert r.status_code == 403 and "PERENNIAL_SERVE_TOKEN" in r.json()["error"]
+
+
+GOOD = [0.0] * 6
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b'{"unit": "u", "features": [0, 0', 400, "malformed JSON"),
+        (b'{"unit": "u", "features": [NaN, 0, 0, 0, 0, 0]}', 422, "NaN"),
+        (b'{"unit": "u", "features": [Infinity, 0, 0, 0, 0, 0]}', 422, "Infinity"),
+        (b'{"unit": "u", "features": [1e999, 0, 0, 0, 0, 0]}', 422, "finite"),
+        (b'{"unit": "u", "features": [1e39, 0, 0, 0, 0, 0]}', 422, "finite float32"),
+        (json.dumps({"unit": "u", "features": [0.0] * 5}).encode(), 422, "takes 6"),
+        (json.dumps({"unit": "u", "features": ["a", *GOOD[1:]]}).encode(), 422, "features.0"),
+        (json.dumps({"unit": "u", "rows": [GOOD, GOOD[:3]]}).encode(), 422, "row 1 has 3"),
+        (json.dumps({"features": GOOD}).encode(), 422, "unit"),
+        (json.dumps({"unit": "u", "features": GOOD, "rows": [GOOD]}).encode(), 422, "exactly one"),
+        (json.dumps([1, 2]).encode(), 422, "JSON object"),
+        (json.dumps({"unit": "u", "features": GOOD, "extra": 1}).encode(), 422, "extra"),
+        (json.dumps({"unit": "u", "rows": [GOOD] * 3000}).encode(), 413, "limit"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message(serve, body, status, words):
+    s = serve(max_body_bytes=50_000)
+    r = s.client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+def test_bad_feedback_is_refused(serve):
+    s = serve()
+    for body, words in (
+        ({"request_id": "x", "label": -1}, "greater than or equal to 0"),
+        ({"request_id": "x", "label": 1.5}, "label"),
+        ({"request_id": "x"}, "exactly one"),
+    ):
+        r = s.client.post("/feedback", json=body)
+        assert r.status_code == 422 and words in r.json()["error"], r.text
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_after_kill_9_the_log_holds_every_acknowledged_request(registry, rows, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perennial.cli.serve", f"serve.registry={registry}", f"serve.port={port}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url, x = f"http://127.0.0.1:{port}", rows[0][:3].tolist()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                httpx.get(f"{url}/status", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        acked: list[str] = []
+        lock = threading.Lock()
+
+        def client(worker: int) -> None:
+            with httpx.Client(base_url=url, timeout=10) as c:
+                for i in range(10_000):
+                    try:
+                        r = c.post("/predict", json={"unit": f"{worker}-{i}", "rows": x})
+                    except httpx.TransportError:
+                        return  # the server died under this request: not acknowledged
+                    with lock:
+                        acked.append(r.json()["request_id"])
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        while len(acked) < 300:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-traffic: requests are in flight
+        for t in threads:
+            t.join()
+    finally:
+        proc.kill()
+        proc.wait()
+    report = analyze(registry / "serve-log.sqlite")
+    logged = sum(a["requests"] for a in report["arms"].values())
+    import sqlite3
+
+    with sqlite3.connect(registry / "serve-log.sqlite") as conn:
+        ids = {row[0] for row in conn.execute("SELECT request_id FROM requests")}
+    assert len(acked) >= 300 and set(acked) <= ids and logged == len(ids)
+
+    out = subprocess.run(
+        [sys.executable, "-m", "perennial.cli.serve", f"serve.registry={registry}", "serve.analyze=true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert json.loads(out.stdout)["arms"]["v1"]["requests"] == len(ids)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ([], "serve.registry=PATH is required"),
+        (["serve.registry=/nonexistent/registry"], "no registry at /nonexistent/registry"),
+    ],
+)
+def test_cli_user_errors_exit_2_with_a_message(overrides, words, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from perennial.cli.common import CONF_DIR, user_errors
+    from perennial.cli.serve import serve as serve_cli
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="serve", overrides=overrides)
+    with pytest.raises(SystemExit) as exited, user_errors("perennial-serve"):
+        serve_cli(cfg)
+    assert exited.value.code == 2 and words in capsys.readouterr().err
