@@ -326,6 +326,8 @@ class LoopResult:
 # Daily weather rows are autocorrelated, so tiny year-to-year shifts test significant; a floor on the
 # shift itself (the KS statistic) keeps them from triggering updates.
 MIN_EFFECT = 0.2
+# Runs whose stateful update fine-tunes on the newest window only (update.recent_windows=1).
+NEWEST_ONLY = {"performance, newest window": 1, "drift: univariate, newest window": 1}
 
 
 def triggers(cooldown: int) -> dict[str, tuple[str, Callable[[], Trigger]]]:
@@ -358,6 +360,16 @@ def triggers(cooldown: int) -> dict[str, tuple[str, Callable[[], Trigger]]]:
                 UnivariateDrift(alpha=ALPHA, min_effect=MIN_EFFECT), compare="inputs", cooldown=cooldown
             ),
         ),
+        "performance, newest window": (
+            "`PerformanceTrigger` as above, with `StatefulUpdate(recent_windows=1)`: an update fine-tunes "
+            "on the newest window only (plus replay); the windows since the previous update reach the "
+            "buffer and are replayed",
+            performance,
+        ),
+        "drift: univariate, newest window": (
+            "the univariate drift trigger above, with `StatefulUpdate(recent_windows=1)`",
+            univariate,
+        ),
         "drift: ADWIN on errors": (
             f"`DriftTrigger(ADWIN(delta=0.002), compare='errors', cooldown={cooldown})`",
             lambda: DriftTrigger(ADWIN(delta=0.002), compare="errors", cooldown=cooldown),
@@ -374,6 +386,7 @@ def run_trigger(
 ) -> LoopResult:
     """``bench_update.run_mode`` with stateful+replay and the trigger ``make()``."""
     update, buffer = make_update("stateful+replay", epochs, bench.settings.seed)
+    update.recent_windows = NEWEST_ONLY.get(label)
     stream = bench.stream
     slug = "".join(c if c.isalnum() else "_" for c in label)
     run_dir = workdir / f"{stream.name}-{slug}"

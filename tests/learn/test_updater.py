@@ -98,6 +98,16 @@ def test_stateful_with_no_champion_starts_from_scratch():
     assert cand.trained_on_windows == [0] and cand.n_samples == 120
 
 
+def test_stateful_recent_windows_trains_on_the_newest_pending_windows_only(champion):
+    """After a quiet spell a trigger fires on the newest window; fine-tuning on the whole backlog
+    would mostly relearn the old concept."""
+    splits = _splits(5)
+    capped = StatefulUpdate(epochs=1, recent_windows=1).run(_build, champion, splits, [2, 3, 4], None, seed=0)
+    whole = StatefulUpdate(epochs=1).run(_build, champion, splits, [2, 3, 4], None, seed=0)
+    assert capped.trained_on_windows == [4] and whole.trained_on_windows == [2, 3, 4]
+    assert capped.n_samples == len(splits[4][1])
+
+
 @pytest.mark.parametrize(
     ("history", "windows"), [("all", [0, 1, 2, 3]), (2, [2, 3]), (1, [3]), (10, [0, 1, 2, 3])]
 )
@@ -126,6 +136,7 @@ def test_stateless_ignores_the_champion(champion):
         (lambda: StatefulUpdate(replay_fraction=-0.1), "-0.1"),
         (lambda: StatelessUpdate(history="x"), "'x'"),
         (lambda: StatelessUpdate(history=0), "0"),
+        (lambda: StatefulUpdate(recent_windows=0), "0"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_value(make, value):

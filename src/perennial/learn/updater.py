@@ -145,15 +145,26 @@ class StatefulUpdate(Update):
 
     ``replay_fraction`` is the share of each update's training set drawn from the buffer
     (0.5: as many replayed examples as new ones). With no buffer it is plain fine-tuning.
+
+    ``recent_windows`` caps the new windows trained on to the newest ones. A trigger that waits
+    many windows before it fires would otherwise fine-tune on all of them, mostly from before the
+    drift that fired it; the older ones still reach the buffer and are replayed.
     """
 
     kind = "stateful"
 
-    def __init__(self, epochs: int = 20, replay_fraction: float = 0.5, **kwargs) -> None:
+    def __init__(
+        self, epochs: int = 20, replay_fraction: float = 0.5, recent_windows: int | None = None, **kwargs
+    ) -> None:
         super().__init__(epochs, **kwargs)
         if not 0 <= replay_fraction < 1:
             raise ValueError(f"update.replay_fraction must be in [0, 1), got {replay_fraction}")
-        self.replay_fraction = replay_fraction
+        valid = recent_windows is None or (isinstance(recent_windows, int) and recent_windows >= 1)
+        if not valid or isinstance(recent_windows, bool):
+            raise ValueError(
+                f"update.recent_windows must be null or a window count >= 1, got {recent_windows!r}"
+            )
+        self.replay_fraction, self.recent_windows = replay_fraction, recent_windows
 
     def start(
         self, build: Callable[[], ClassifierModule], champion: ClassifierModule | None
@@ -163,7 +174,7 @@ class StatefulUpdate(Update):
         return copy.deepcopy(champion)  # the copy carries the champion's optimizer state
 
     def training_windows(self, new: list[int], seen: list[int]) -> list[int]:
-        return list(new)
+        return list(new) if self.recent_windows is None else list(new)[-self.recent_windows :]
 
     def replay_count(self, n_new: int, buffer: ReplayBuffer | None) -> int:
         if buffer is None or len(buffer) == 0:
