@@ -40,13 +40,14 @@ from bench_update import (
     TRAINER,
     Bench,
     FirstWindows,
+    add_out_argument,
     build_module,
     command,
     fmt,
     load_average,
     machine,
-    make_update,
     replace_section,
+    run_loop,
     verdict,
 )
 from perennial.data import Stream, SyntheticStream, WeatherStream, Window
@@ -54,9 +55,7 @@ from perennial.drift import ADWIN, MMDDrift, PageHinkley, PredictionShift, Univa
 from perennial.evaluate import PromotionGate
 from perennial.learn import MLP
 from perennial.learn.fit import fit
-from perennial.loop import ContinuousDeployment, LoopSettings
-from perennial.registry import Registry
-from perennial.report import summarize
+from perennial.loop import LoopSettings
 from perennial.triggers import AnyOf, DriftTrigger, EveryWindow, PerformanceTrigger, Trigger
 
 SECTION = "bench_drift"
@@ -384,34 +383,10 @@ def triggers(cooldown: int) -> dict[str, tuple[str, Callable[[], Trigger]]]:
 def run_trigger(
     bench: Bench, label: str, make: Callable[[], Trigger], epochs: int, workdir: Path
 ) -> LoopResult:
-    """``bench_update.run_mode`` with stateful+replay and the trigger ``make()``."""
-    update, buffer = make_update("stateful+replay", epochs, bench.settings.seed)
-    update.recent_windows = NEWEST_ONLY.get(label)
-    stream = bench.stream
-    slug = "".join(c if c.isalnum() else "_" for c in label)
-    run_dir = workdir / f"{stream.name}-{slug}"
-    registry = Registry(run_dir / "registry")
-    loop = ContinuousDeployment(
-        stream=stream,
-        build=partial(build_module, bench.backbone, tuple(stream.feature_shape), stream.n_classes),
-        update=update,
-        trigger=make(),
-        gate=PromotionGate(seed=bench.settings.seed),
-        buffer=buffer,
-        registry=registry,
-        run_dir=run_dir,
-        settings=bench.settings,
-        trainer=TRAINER,
-        config={"bench": SECTION, "stream": stream.name, "trigger": label, "model": bench.model},
-        progress=True,
-    )
-    start = time.perf_counter()
-    state = loop.run()
-    wall = time.perf_counter() - start
-    summary = summarize(state, registry, loop.accuracy_matrix(), stream, recent=RECENT)
-    registry.close()
-    updated = [int(row["window"]) for row in state["rows"] if row["decision"]]
-    return LoopResult(stream.name, label, summary, updated, wall)
+    """``bench_update.run_loop`` with stateful+replay and the trigger ``make()``."""
+    run = run_loop(bench, "stateful+replay", epochs, workdir, make(), label, NEWEST_ONLY.get(label))
+    updated = [int(row["window"]) for row in run.state["rows"] if row["decision"]]
+    return LoopResult(bench.stream.name, label, run.summary, updated, run.wall_seconds)
 
 
 def loop_benches(args: argparse.Namespace) -> list[Bench]:
@@ -796,12 +771,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: small models, shared CPU)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="markdown file to update (default docs/benchmarks.md; none with --quick)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rows = args.rows or 6000

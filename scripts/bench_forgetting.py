@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 import bench_update
-from bench_update import command, load_average, machine, replace_section
+from bench_update import add_out_argument, command, load_average, machine, replace_section
 from perennial.data import FashionMNISTStream, Stream
 from perennial.data.window import window_seed
 from perennial.evaluate import PromotionGate, backward_transfer, forgetting
@@ -1077,12 +1077,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-long-history", action="store_true", help="skip replay vs joint on the 50-window weather stream"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="markdown file to update (default docs/benchmarks.md; none with --quick)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.per_window = args.per_window or 200

@@ -31,7 +31,7 @@ from rich.progress import track
 from rich.table import Table
 from scipy import stats
 
-from bench_update import command, load_average, machine, replace_section, verdict
+from bench_update import add_out_argument, command, load_average, machine, replace_section, verdict
 from example_interleaving import CLICK_MODELS, Impressions, show_lists, split_window, users_needed
 from perennial.data.movielens import MovieLensWindows, load_ratings
 from perennial.learn.rankers import MatrixFactorizationRanker, PopularityRanker, Ranker
@@ -1042,12 +1042,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: small models, shared CPU)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="markdown file to update (default docs/benchmarks.md; none with --quick)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     quick = {
         "aa_experiments": 200,

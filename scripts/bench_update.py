@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -44,7 +45,7 @@ from perennial.learn import (
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry, atomic_write_text
 from perennial.report import summarize
-from perennial.triggers import EveryWindow
+from perennial.triggers import EveryWindow, Trigger
 
 SECTION = "bench_update"
 # The defaults of conf/update/*.yaml, conf/strategy/replay.yaml, conf/trainer/cpu.yaml and conf/run.yaml.
@@ -124,23 +125,46 @@ def build_module(backbone: Callable[..., torch.nn.Module], in_shape, n_classes: 
     return ClassifierModule(backbone(in_shape=in_shape, n_classes=n_classes), n_classes)
 
 
-def run_mode(bench: Bench, mode: str, epochs: int, workdir: Path) -> Result:
+@dataclass(frozen=True)
+class LoopRun:
+    """One finished loop run: its state (rows per window), summary and accuracy matrix."""
+
+    state: dict
+    summary: dict
+    matrix: pd.DataFrame
+    champion: str
+    wall_seconds: float
+
+
+def run_loop(
+    bench: Bench,
+    mode: str,
+    epochs: int,
+    workdir: Path,
+    trigger: Trigger | None = None,
+    label: str | None = None,
+    recent_windows: int | None = None,
+) -> LoopRun:
+    """The real loop on ``bench`` with update ``mode``, the default gate and ``trigger`` (every window
+    by default); ``label`` names the run in its directory and config."""
     update, buffer = make_update(mode, epochs, bench.settings.seed)
-    stream = bench.stream
-    run_dir = workdir / f"{stream.name}-{mode.replace(' ', '_').replace('+', '_')}"
+    if recent_windows is not None:
+        update.recent_windows = recent_windows
+    stream, label = bench.stream, label or mode
+    run_dir = workdir / f"{stream.name}-{''.join(c if c.isalnum() else '_' for c in label)}"
     registry = Registry(run_dir / "registry")
     loop = ContinuousDeployment(
         stream=stream,
         build=partial(build_module, bench.backbone, tuple(stream.feature_shape), stream.n_classes),
         update=update,
-        trigger=EveryWindow(),
+        trigger=trigger or EveryWindow(),
         gate=PromotionGate(seed=bench.settings.seed),
         buffer=buffer,
         registry=registry,
         run_dir=run_dir,
         settings=bench.settings,
         trainer=TRAINER,
-        config={"bench": SECTION, "stream": stream.name, "mode": mode, "model": bench.model},
+        config={"bench": SECTION, "stream": stream.name, "run": label, "model": bench.model},
         progress=True,
     )
     start = time.perf_counter()
@@ -148,9 +172,25 @@ def run_mode(bench: Bench, mode: str, epochs: int, workdir: Path) -> Result:
     wall = time.perf_counter() - start
     matrix = loop.accuracy_matrix()
     summary = summarize(state, registry, matrix, stream, recent=RECENT)
-    final = float(matrix.loc[registry.champion()].mean())
+    champion = registry.champion()
     registry.close()
-    return Result(stream.name, mode, summary, final, wall)
+    return LoopRun(state, summary, matrix, champion, wall)
+
+
+def run_mode(bench: Bench, mode: str, epochs: int, workdir: Path) -> Result:
+    run = run_loop(bench, mode, epochs, workdir)
+    final = float(run.matrix.loc[run.champion].mean())
+    return Result(bench.stream.name, mode, run.summary, final, run.wall_seconds)
+
+
+def add_out_argument(parser: argparse.ArgumentParser) -> None:
+    """``--out``: the markdown file a benchmark rewrites its section of."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown file to update (default docs/benchmarks.md; none with --quick)",
+    )
 
 
 # ---- the report -------------------------------------------------------------------------------
@@ -375,12 +415,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1, as in the tests: small models, shared CPU)"
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="markdown file to update (default docs/benchmarks.md; none with --quick)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.weather_windows = args.weather_windows or 8
