@@ -6,7 +6,7 @@ from __future__ import annotations
 from perennial.evaluate import PromotionGate
 from perennial.learn import StatefulUpdate
 from perennial.report import summarize
-from perennial.rollout.live import AB, Canary, Shadow
+from perennial.rollout.live import AB, Canary, Interleave, Shadow
 from perennial.triggers import TimeTrigger
 from tests.conftest import kill_mid_window, make_loop, small_stream
 
@@ -83,6 +83,28 @@ def test_a_poisoned_candidate_passes_the_offline_gate_and_is_rolled_back_live(tm
     assert timeline[-1]["canary_units"] < 0.05 * timeline[-1]["units"]  # few users ever saw it
     # the windows it was live in were served almost entirely by the champion (here still v1)
     assert all(r["served_accuracy"] > r["static_accuracy"] - 0.05 for r in live)
+
+
+def test_interleaving_rejects_a_poisoned_candidate_and_records_its_wins(tmp_path, monkeypatch):
+    update = StatefulUpdate(epochs=20, replay_fraction=0.0)
+    loop = make_loop(
+        tmp_path,
+        stream=stream(),
+        update=update,
+        buffer=None,
+        trigger=TimeTrigger(every=3),
+        gate=ALWAYS,
+        rollout=Interleave(min_impressions=100),
+    )
+    _poison_windows(loop, monkeypatch, {1, 2, 3})
+    state = loop.run()
+    poisoned = next(r for r in state["rows"] if r["window"] == 3)["candidate"]
+    live = [r for r in state["rows"] if r["rollout_candidate"] == poisoned]
+    assert [r["rollout"] for r in live] == ["interleave"] * len(live)
+    assert live[-1]["rollout_decision"] == "reject"
+    assert loop.registry.get(poisoned).status == "rejected"
+    numbers = loop.registry.decisions(poisoned)[-1]["numbers"]
+    assert numbers["kind"] == "interleave" and numbers["wins_champion"] > numbers["wins_candidate"]
 
 
 def test_shadow_serves_only_the_champion_and_ab_splits_traffic(tmp_path):

@@ -362,11 +362,11 @@ class ContinuousDeployment:
         latency = {}
         for arm, model in ((state["champion"], champion), (candidate_id, candidate)):
             start = time.perf_counter()
-            latency[arm] = (model.predict_logits(window.x).argmax(1).numpy(), time.perf_counter() - start)
+            latency[arm] = (model.predict_logits(window.x).float().numpy(), time.perf_counter() - start)
         (ours, _), (theirs, _) = latency.values()
         self.rollout.timing({arm: seconds / max(len(window), 1) for arm, (_, seconds) in latency.items()})
         arms = self.rollout.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
-        answered = np.where(arms == candidate_id, theirs, ours)
+        answered = self.rollout.answer(arms, ours, theirs)
         self.rollout.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving
         outcome = self.rollout.end_window()
         summary = _json_safe(self.rollout.summary())

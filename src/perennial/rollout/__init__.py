@@ -2,7 +2,8 @@
 
 - ``Router``: sticky, salted assignment of units to arms, with weights that only grow;
 - ``ShadowDeployment``, ``ABTest``, ``CanaryRollout``: the rollouts, usable behind any server;
-- ``Shadow``, ``AB``, ``Canary`` (``perennial.rollout.live``): the same, as the loop drives them;
+- ``Shadow``, ``AB``, ``Canary``, ``Interleave`` (``perennial.rollout.live``): the same, as the loop
+  drives them (``Interleave`` treats a classifier as a ranker of labels);
 - ``perennial.rollout.stats``: fixed-horizon tests, power and sample sizes, CUPED, ``MixtureSPRT``;
 - ``perennial.rollout.interleaving`` and ``perennial.rollout.clicks``: interleaved comparisons of
   rankers and the click models that simulate users.
@@ -10,7 +11,7 @@
 
 from perennial.rollout.ab import ABTest
 from perennial.rollout.canary import CanaryRollout
-from perennial.rollout.live import AB, Canary, Rollout, Shadow
+from perennial.rollout.live import AB, Canary, Interleave, Rollout, Shadow
 from perennial.rollout.router import Router
 from perennial.rollout.shadow import ShadowDeployment
 from perennial.rollout.stats import MixtureSPRT
@@ -20,6 +21,7 @@ __all__ = [
     "ABTest",
     "Canary",
     "CanaryRollout",
+    "Interleave",
     "MixtureSPRT",
     "Rollout",
     "Router",

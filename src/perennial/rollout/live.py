@@ -1,14 +1,16 @@
 """Rollouts as the loop drives them: after the offline gate passes a candidate, it meets the next
-windows' traffic in shadow, in an A/B test or as a canary, and the outcome decides promotion.
+windows' traffic in shadow, in an A/B test, as a canary or interleaved, and the outcome decides
+promotion.
 
-Each window's rows are the requests: every model predicts them, the rollout picks which answer is
-served, and once the labels arrive (the feedback) it records per-request correctness and decides:
-``"promote"``, ``"reject"`` or ``"continue"``. A rollout still undecided after ``max_windows``
-windows ends with ``on_timeout``.
+Each window's rows are the requests: every model scores them (one row of class scores per
+request), the rollout picks which answer is served, and once the labels arrive (the feedback) it
+records how each model did and decides: ``"promote"``, ``"reject"`` or ``"continue"``. A rollout
+still undecided after ``max_windows`` windows ends with ``on_timeout``.
 """
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
@@ -17,9 +19,12 @@ import numpy as np
 
 from perennial.rollout.ab import ABTest
 from perennial.rollout.canary import CanaryRollout
+from perennial.rollout.interleaving import balanced, credit, probabilistic, team_draft
 from perennial.rollout.shadow import ShadowDeployment
+from perennial.rollout.stats import MixtureSPRT
 
 OUTCOMES = ("promote", "reject", "continue")
+INTERLEAVERS = {"team_draft": team_draft, "balanced": balanced, "probabilistic": probabilistic}
 
 
 class Rollout(ABC):
@@ -45,7 +50,11 @@ class Rollout(ABC):
 
     @abstractmethod
     def serve(self, units: Sequence, champion: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-        """The arm that answers each request."""
+        """The arm that answers each request, given each model's class scores ``(requests, classes)``."""
+
+    def answer(self, arms: np.ndarray, champion: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+        """The class served for each request: the top class of the model whose arm answers it."""
+        return np.where(arms == self.candidate, candidate.argmax(1), champion.argmax(1))
 
     def timing(self, seconds_per_request: Mapping[str, float]) -> None:
         """Each model's latency on this window's requests, for the rollouts that report it."""
@@ -53,7 +62,8 @@ class Rollout(ABC):
 
     @abstractmethod
     def feedback(self, arms: np.ndarray, champion: np.ndarray, candidate: np.ndarray, y: np.ndarray) -> None:
-        """The labels are in: record how each model did on the requests it saw."""
+        """The labels are in: record how each model (class scores as in ``serve``) did on the
+        requests it saw."""
 
     @abstractmethod
     def _decide(self) -> str: ...
@@ -111,7 +121,7 @@ class Shadow(Rollout):
         return np.full(len(champion), self.control, dtype=object)
 
     def feedback(self, arms, champion, candidate, y):
-        predictions = {self.control: champion, self.candidate: candidate}
+        predictions = {self.control: champion.argmax(1), self.candidate: candidate.argmax(1)}
         self.live.record(predictions, self.latency, labels=y)
 
     def _decide(self) -> str:
@@ -152,8 +162,7 @@ class AB(Rollout):
         return self.live.assign(units)
 
     def feedback(self, arms, champion, candidate, y):
-        served = np.where(arms == self.candidate, candidate, champion)
-        self.live.record(arms, (served == y).astype(float))
+        self.live.record(arms, (self.answer(arms, champion, candidate) == y).astype(float))
 
     def _decide(self) -> str:
         decision = self.live.decision()
@@ -196,8 +205,7 @@ class Canary(Rollout):
         return self.live.assign(units)
 
     def feedback(self, arms, champion, candidate, y):
-        served = np.where(arms == self.candidate, candidate, champion)
-        self.live.record(arms, {"accuracy": (served == y).astype(float)})
+        self.live.record(arms, {"accuracy": (self.answer(arms, champion, candidate) == y).astype(float)})
 
     def _decide(self) -> str:
         return {"completed": "promote", "rolled_back": "reject"}.get(self.live.status, "continue")
@@ -220,6 +228,110 @@ class Canary(Rollout):
 
     def _load(self, state: dict) -> None:
         self.live.load_state_dict(state)
+
+
+class Interleave(Rollout):
+    """Classifiers as rankers of labels: each request shows an interleaved list of both models' top
+    classes (suggested tags, categories, next items), and its label, once it arrives, is the click,
+    credited to the model that placed it. Every request compares the two models, so far fewer
+    requests decide than in an A/B split where each sees one (Chapelle et al., TOIS 2012).
+
+    The top of the shown list is the served answer. The per-request credit (+1 candidate wins, -1
+    champion wins, 0 tie) is tested for a mean of zero with the mixture SPRT, safe to check after
+    every window; significantly positive promotes, significantly negative rejects.
+
+    >>> live = Interleave(length=2, min_impressions=50)
+    >>> live.begin("v1", "v2", salt="doc")
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, 400)
+    >>> better = np.eye(3)[y] + rng.random((400, 3))       # usually ranks the label first
+    >>> worse = rng.random((400, 3))                        # guesses
+    >>> arms = live.serve(range(400), worse, better)
+    >>> live.feedback(arms, worse, better, y)
+    >>> live.end_window(), live.summary()["wins_candidate"] > live.summary()["wins_champion"]
+    ('promote', True)
+    """
+
+    kind = "interleave"
+
+    def __init__(
+        self,
+        length: int = 3,
+        method: str = "team_draft",
+        alpha: float = 0.05,
+        min_impressions: int = 100,
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+            # One position shows one model's answer per request: an A/B test, not an interleaving.
+            raise ValueError(f"rollout.length must be an integer >= 2, got {length!r}")
+        if method not in INTERLEAVERS:
+            raise ValueError(f"rollout.method must be one of {list(INTERLEAVERS)}, got {method!r}")
+        self.length, self.method = length, method
+        self.interleave = INTERLEAVERS[method]
+        self.settings = {"alpha": alpha, "min_pairs": min_impressions}
+        MixtureSPRT(**self.settings)  # a bad setting fails at construction
+        self._shown: list = []
+
+    def _begin(self, salt: str) -> None:
+        self.salt = salt
+        self.test = MixtureSPRT(**self.settings)
+        self.wins = {"a": 0, "b": 0, "tie": 0}
+
+    def serve(self, units, champion, candidate):
+        k = min(self.length, champion.shape[1])
+        ours = np.argsort(-champion, axis=1, kind="stable")[:, :k].tolist()
+        theirs = np.argsort(-candidate, axis=1, kind="stable")[:, :k].tolist()
+        # Seeded by the rollout and the window, so a resumed run shows the same lists.
+        rng = np.random.default_rng(zlib.crc32(f"{self.salt}:{self.windows}".encode()))
+        self._shown = [self.interleave(a, b, rng, length=k) for a, b in zip(ours, theirs, strict=True)]
+        # The arm answering a request is the model whose class heads its list.
+        first = [
+            s.teams[0] if s.teams else ("a" if s.shown[0] == a[0] else "b")
+            for s, a in zip(self._shown, ours, strict=True)
+        ]
+        return np.array([self.control if t == "a" else self.candidate for t in first], dtype=object)
+
+    def answer(self, arms, champion, candidate):
+        return np.array([s.shown[0] for s in self._shown])
+
+    def feedback(self, arms, champion, candidate, y):
+        if len(y) != len(self._shown):
+            raise ValueError(f"feedback for {len(y)} requests, but {len(self._shown)} were served")
+        scores = []
+        for shown, label in zip(self._shown, np.asarray(y).tolist(), strict=True):
+            clicked = [shown.shown.index(label)] if label in shown.shown else []
+            outcome = credit(shown, clicked)
+            self.wins[outcome.winner] += 1
+            scores.append(outcome.score)
+        # The control arm fixed at 0 makes each pair's variance that of the credit itself, which the
+        # mixture SPRT then tests for a mean of zero (the two teams' credits are not independent).
+        self.test.update(np.zeros(len(scores)), np.asarray(scores, dtype=float))
+
+    def _decide(self) -> str:
+        if self.test.decision == "continue":
+            return "continue"
+        return "promote" if self.test.effect > 0 else "reject"
+
+    def summary(self) -> dict:
+        return {
+            "kind": self.kind,
+            "p_value": self.test.p_value,
+            "effect": self.test.effect if self.test.n else None,  # P(candidate wins) - P(champion wins)
+            "share": 0.5,  # every request shows both; the candidate's class heads about half of them
+            "method": self.method,
+            "wins_champion": self.wins["a"],
+            "wins_candidate": self.wins["b"],
+            "ties": self.wins["tie"],
+        }
+
+    def _state(self) -> dict:
+        return {"test": self.test.state_dict(), "wins": dict(self.wins)}
+
+    def _load(self, state: dict) -> None:
+        self.test.load_state_dict(state["test"])
+        self.wins = {k: int(v) for k, v in state["wins"].items()}
 
 
 def _finite(summary: dict) -> dict:
