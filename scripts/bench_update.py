@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -295,8 +296,9 @@ def machine() -> str:
     if cpuinfo.exists():
         names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln]
         cpu = names[0] if names else cpu
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
     return (
-        f"{os.cpu_count()}-core CPU ({cpu}), no GPU; Python {platform.python_version()}, "
+        f"{os.cpu_count()}-core CPU ({cpu}), {gpu}; Python {platform.python_version()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)"
     )
 
@@ -415,6 +417,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1, as in the tests: small models, shared CPU)"
     )
+    parser.add_argument(
+        "--trainer", choices=("cpu", "gpu"), default="cpu", help="conf/trainer/<name>.yaml for every update"
+    )
     add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
@@ -461,6 +466,9 @@ def benches(args: argparse.Namespace) -> list[Bench]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.trainer != "cpu":  # every run_loop reads TRAINER
+        TRAINER.clear()
+        TRAINER.update(OmegaConf.to_container(OmegaConf.load(f"conf/trainer/{args.trainer}.yaml")))
     console = Console()
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     todo = benches(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -318,6 +319,79 @@ def test_bad_feedback_is_refused(serve):
     ):
         r = s.client.post("/feedback", json=body)
         assert r.status_code == 422 and words in r.json()["error"], r.text
+
+
+def test_rank_interleaves_champion_and_candidate_and_clicks_decide(serve, rows):
+    s = serve()
+    x, y = rows
+    plain = s.client.post("/rank", json={"unit": "u", "features": x[0].tolist(), "k": 2}).json()
+    assert plain["teams"] == ["v1", "v1"] and sorted(plain["ranking"]) == [0, 1]
+    r = s.client.post(
+        "/rollout",
+        headers=ADMIN,
+        json={"kind": "interleave", "candidate": "v3", "settings": {"min_impressions": 40}},
+    )
+    assert r.status_code == 200, r.text
+    heads, decision = set(), "continue"
+    for i in range(300):
+        shown = s.client.post("/rank", json={"unit": f"user-{i}", "features": x[i].tolist(), "k": 2}).json()
+        assert sorted(shown["teams"]) == ["v1", "v3"] and shown["arm"] == shown["teams"][0]
+        heads.add(shown["arm"])
+        clicked = [shown["ranking"].index(int(y[i]))]  # the user clicks the true class
+        fb = s.client.post("/feedback", json={"request_id": shown["request_id"], "clicks": clicked})
+        assert fb.status_code == 200, fb.text
+        decision = fb.json()["rollout"]
+        if decision != "continue":
+            break
+    assert heads == {"v1", "v3"}  # a coin decides which model heads each list
+    assert decision == "reject"  # v3 ranks the true class last, so v1 gets the clicks
+    summary = s.client.get("/status").json()["rollout"]
+    assert summary["wins"]["champion"] > 5 * summary["wins"]["candidate"]
+    replayed = analyze(s.model_server.log.path)["rollouts"][0]
+    assert replayed["decision"] == "reject" and replayed["wins"] == summary["wins"]
+
+
+def test_bad_rank_requests_and_clicks_are_refused(serve, rows):
+    s = serve()
+    x = rows[0][0].tolist()
+    too_many = s.client.post("/rank", json={"unit": "u", "features": x, "k": 5})
+    assert too_many.status_code == 422 and "ranks only 2 classes" in too_many.json()["error"]
+    shown = s.client.post("/rank", json={"unit": "u", "features": x, "k": 2}).json()
+    for clicks, words in (([2], "0..1"), ([0, 0], "distinct")):
+        r = s.client.post("/feedback", json={"request_id": shown["request_id"], "clicks": clicks})
+        assert r.status_code == 422 and words in r.json()["error"], r.text
+    labels = s.client.post("/feedback", json={"request_id": shown["request_id"], "label": 1})
+    assert labels.status_code == 422 and "send clicks" in labels.json()["error"]
+    predicted = s.client.post("/predict", json={"unit": "u", "features": x}).json()
+    clicks = s.client.post("/feedback", json={"request_id": predicted["request_id"], "clicks": [0]})
+    assert clicks.status_code == 422 and "send labels" in clicks.json()["error"]
+    both = s.client.post("/feedback", json={"request_id": "x", "label": 1, "clicks": [0]})
+    assert both.status_code == 422 and "exactly one" in both.json()["error"]
+    no_click = s.client.post("/feedback", json={"request_id": shown["request_id"], "clicks": []})
+    assert no_click.status_code == 200 and no_click.json()["clicks"] == 0
+
+
+def test_batched_serving_answers_concurrent_requests_as_one_at_a_time_does(serve, rows):
+    s = serve(batching="on")
+    x = rows[0][:64]
+    alone = [s.model_server.store.load("v1").predict(row[None])[0].tolist() for row in x]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda i: s.client.post("/predict", json={"unit": f"u{i}", "features": x[i].tolist()}).json(),
+                range(len(x)),
+            )
+        )
+    assert [a["predictions"] for a in answers] == alone
+    status = s.client.get("/status").json()
+    assert status["batching"] is True and status["device"] == "cpu"
+    metrics = s.client.get("/metrics").text
+    passes = float(re.search(r"^perennial_serve_forward_passes (\S+)$", metrics, re.M).group(1))
+    assert 1 <= passes <= len(x)
+    with pytest.raises(ValueError, match=r"serve\.batching must be one of"):
+        serve(batching="sometimes")
+    with pytest.raises(ValueError, match=r"serve\.device must be cpu, cuda, cuda:N or auto, got 'tpu'"):
+        serve(device="tpu")
 
 
 def _free_port() -> int:

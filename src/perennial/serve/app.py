@@ -2,8 +2,8 @@
 from a registry's champion (or the live rollout's arm), logs every request before answering, joins
 feedback, runs shadow, A/B and canary rollouts, and swaps models under load without dropping requests.
 
-Endpoints: ``POST /predict``, ``POST /feedback``, ``GET /status``, ``GET /metrics`` and the admin
-``POST /rollout``, ``POST /promote``, ``POST /rollback`` (bearer token). See docs/serve.md.
+Endpoints: ``POST /predict``, ``POST /rank``, ``POST /feedback``, ``GET /status``, ``GET /metrics``
+and the admin ``POST /rollout``, ``POST /promote``, ``POST /rollback`` (bearer token). See docs/serve.md.
 """
 
 import hmac
@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from perennial.registry.store import UnknownVersion
+from perennial.serve.batching import MicroBatcher
 from perennial.serve.log import RequestLog, Served
 from perennial.serve.models import Deployment, FallbackBuilder, LoadedModel, ModelStore, make_rollout
 
 TOKEN_ENV = "PERENNIAL_SERVE_TOKEN"
+BATCHING = ("auto", "on", "off")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -39,6 +41,9 @@ class ServeSettings:
     token: str | None = None  # admin token; default: $PERENNIAL_SERVE_TOKEN; none: admin refused
     max_body_bytes: int = 1 << 20
     max_rows: int = 1024
+    device: str = "cpu"  # where the models run: cpu, cuda, cuda:N, or auto (cuda when there is one)
+    batching: str = "auto"  # on: concurrent requests share forward passes; off; auto: on for CUDA only
+    max_batch_rows: int = 256
     log_queue: int = 10_000
     log_synchronous: str = "NORMAL"
     shadow_queue: int = 10_000
@@ -133,8 +138,8 @@ class ShadowWorker:
     Its queue is bounded: when full, a request's shadow prediction is dropped (and counted), never waited for.
     """
 
-    def __init__(self, log: RequestLog, metrics: Metrics, max_queue: int) -> None:
-        self.log, self.metrics = log, metrics
+    def __init__(self, log: RequestLog, metrics: Metrics, max_queue: int, linger: float = 0.05) -> None:
+        self.log, self.metrics, self.linger = log, metrics, linger
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._pending: set[str] = set()
         self._done = threading.Condition()
@@ -161,7 +166,11 @@ class ShadowWorker:
         stop = False
         while not stop:
             jobs = [self._queue.get()]
-            while len(jobs) < 256:  # what queued up meanwhile goes through the model in one batch
+            # Nobody waits for a shadow answer, so let requests gather: one forward pass and one log
+            # commit per ``linger`` seconds, not per request, which would compete with the requests'
+            # own commits in the log writer.
+            time.sleep(self.linger)
+            while len(jobs) < 1024:  # what queued up meanwhile goes through the model in one batch
                 try:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
@@ -202,7 +211,11 @@ class ModelServer:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.store = ModelStore(settings.registry, settings.fallback)
+        self.device = _device(settings.device)
+        if settings.batching not in BATCHING:
+            raise ValueError(f"serve.batching must be one of {list(BATCHING)}, got {settings.batching!r}")
+        self.batching = settings.batching == "on" or (settings.batching == "auto" and self.device != "cpu")
+        self.store = ModelStore(settings.registry, settings.fallback, device=self.device)
         with self.store.registry() as registry:
             champion = registry.champion()
         if champion is None:
@@ -216,11 +229,13 @@ class ModelServer:
         )
         self.metrics = Metrics()
         self.shadow = ShadowWorker(self.log, self.metrics, settings.shadow_queue)
+        self.batcher = MicroBatcher(settings.max_batch_rows)
         self._admin = threading.Lock()  # one change of what serves at a time
         self.deployment = Deployment(self.store.load(champion))
         self.swaps = 0
 
     def close(self) -> None:
+        self.batcher.close()
         self.shadow.close()
         self.log.close()
 
@@ -231,7 +246,10 @@ class ModelServer:
         arm = deployment.route(unit)
         model = deployment.model(arm)
         x = _features(rows, model)
-        predictions, probabilities = model.predict(x)
+        if self.batching:
+            predictions, probabilities = await self.batcher.predict(model, x)
+        else:
+            predictions, probabilities = model.predict(x)
         request_id = uuid.uuid4().hex
         if deployment.rollout is not None and deployment.rollout.shadows:
             self.shadow.submit(request_id, [deployment.candidate], x)
@@ -255,21 +273,95 @@ class ModelServer:
             "probabilities": probabilities.tolist(),
         }
 
-    def feedback(self, request_id: str, labels: list[int]) -> dict[str, Any]:
+    async def rank(self, unit: str, row: list[float], k: int) -> dict[str, Any]:
+        """The top ``k`` classes for one row, best first; during an interleave rollout, a team-draft
+        mix of the champion's and the candidate's, with the version that placed each position."""
+        start = time.perf_counter()
+        deployment = self.deployment
+        rollout = deployment.rollout
+        interleaving = rollout is not None and rollout.kind == "interleave"
+        arm = deployment.route(unit)
+        models = [deployment.champion, deployment.candidate] if interleaving else [deployment.model(arm)]
+        x = _features([row], models[0])
+        n_classes = None
+        rankings = []
+        for model in models:
+            _, probabilities = model.predict(x)
+            n_classes = probabilities.shape[1]
+            if k > n_classes:
+                raise ServeError(422, f"k={k}, but version {model.version} ranks only {n_classes} classes")
+            rankings.append(np.argsort(-probabilities[0], kind="stable")[:k].tolist())
+        request_id = uuid.uuid4().hex
+        if interleaving:
+            shown = rollout.interleave(request_id, *rankings)
+            ranking = list(shown.shown)
+            teams = [deployment.champion.version if t == "a" else rollout.candidate for t in shown.teams]
+            arm = teams[0]
+        else:
+            ranking, teams = rankings[0], [arm] * k
+        served = Served(
+            request_id,
+            unit,
+            arm,
+            deployment.model(arm).version,
+            deployment.champion.version,
+            deployment.rollout_id,
+            ranking,
+            1e3 * (time.perf_counter() - start),
+            teams=teams,
+        )
+        await self.log.log_request(served)
+        self.metrics.served(arm, 1, time.perf_counter() - start)
+        version = served.version
+        return {"request_id": request_id, "arm": arm, "version": version, "ranking": ranking, "teams": teams}
+
+    def clicks(self, request_id: str, positions: list[int]) -> dict[str, Any]:
+        """Clicked positions of a ranking served by ``/rank``; an empty list: seen, nothing clicked."""
+        row = self._unanswered(request_id)
+        if row["teams"] is None:
+            raise ServeError(
+                422, f"request_id {request_id!r} was a /predict request: send labels, not clicks"
+            )
+        shown = len(row["predictions"])
+        bad = [p for p in positions if not 0 <= p < shown]
+        if bad or len(set(positions)) != len(positions):
+            raise ServeError(
+                422, f"clicks must be distinct positions in 0..{shown - 1} of the ranking, got {positions}"
+            )
+        self._write_feedback(request_id, positions)
+        out: dict[str, Any] = {"request_id": request_id, "arm": row["arm"], "clicks": len(positions)}
+        deployment = self.deployment
+        rollout = deployment.rollout
+        if rollout is not None and rollout.kind == "interleave" and row["rollout"] == deployment.rollout_id:
+            out["rollout"] = rollout.clicks(row["teams"], positions)
+        return out
+
+    def _unanswered(self, request_id: str) -> dict[str, Any]:
         row = self.log.request(request_id)
         if row is None:
             raise ServeError(404, f"unknown request_id {request_id!r}: no such request in the log")
         if row["has_feedback"]:
             raise ServeError(409, f"feedback for request_id {request_id!r} was already recorded")
+        return row
+
+    def _write_feedback(self, request_id: str, values: list[int]) -> None:
+        try:
+            self.log.write_feedback(request_id, values)
+        except sqlite3.IntegrityError:
+            raise ServeError(409, f"feedback for request_id {request_id!r} was already recorded") from None
+
+    def feedback(self, request_id: str, labels: list[int]) -> dict[str, Any]:
+        row = self._unanswered(request_id)
+        if row["teams"] is not None:
+            raise ServeError(
+                422, f"request_id {request_id!r} was a /rank request: send clicks (positions), not labels"
+            )
         served = row["predictions"]
         if len(labels) != len(served):
             raise ServeError(
                 422, f"{len(labels)} label(s) for request_id {request_id!r}, which had {len(served)} row(s)"
             )
-        try:
-            self.log.write_feedback(request_id, labels)
-        except sqlite3.IntegrityError:
-            raise ServeError(409, f"feedback for request_id {request_id!r} was already recorded") from None
+        self._write_feedback(request_id, labels)
         correct = int((np.asarray(served) == np.asarray(labels)).sum())
         self.metrics.labelled_feedback(row["arm"], len(labels), correct)
         out: dict[str, Any] = {"request_id": request_id, "arm": row["arm"], "correct": correct}
@@ -391,6 +483,8 @@ class ModelServer:
             "shares": rollout.shares() if rollout else {deployment.champion.version: 1.0},
             "rollout": None,
             "swaps": self.swaps,
+            "device": self.device,
+            "batching": self.batching,
             "log": str(self.log.path),
         }
         if rollout is not None:
@@ -404,7 +498,21 @@ class ModelServer:
         return out
 
     def metrics_text(self) -> str:
-        return self.metrics.text({"swaps": self.swaps, "log_commits": self.log.groups})
+        batcher = self.batcher
+        extra = {"swaps": self.swaps, "log_commits": self.log.groups, "forward_passes": batcher.batches}
+        return self.metrics.text({**extra, "batched_rows": batcher.rows})
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"serve.device must be cpu, cuda, cuda:N or auto, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"serve.device={name}, but torch sees no CUDA device here; use cpu or auto")
+    return name
 
 
 def _features(rows: list[list[float]], model: LoadedModel) -> np.ndarray:
@@ -476,10 +584,16 @@ def create_app(settings: ServeSettings | ModelServer):
         features: list[float] | None = None
         rows: list[list[float]] | None = Field(default=None, min_length=1, max_length=max_rows)
 
+    class RankRequest(Strict):
+        unit: StrictStr | StrictInt
+        features: list[float]
+        k: StrictInt = Field(default=3, ge=1)
+
     class FeedbackRequest(Strict):
         request_id: StrictStr
         label: StrictInt | None = Field(default=None, ge=0)
         labels: list[StrictInt] | None = Field(default=None, min_length=1)
+        clicks: list[StrictInt] | None = None
 
     class RolloutRequest(Strict):
         kind: StrictStr
@@ -536,11 +650,21 @@ def create_app(settings: ServeSettings | ModelServer):
         rows = [body.features] if body.features is not None else body.rows
         return await server.predict(str(body.unit), rows)
 
+    @app.post("/rank")
+    async def rank(request: Request) -> dict:
+        body = await parse(request, RankRequest)
+        return await server.rank(str(body.unit), body.features, body.k)
+
     @app.post("/feedback")
     async def feedback(request: Request) -> dict:
         body = await parse(request, FeedbackRequest)
-        if (body.label is None) == (body.labels is None):
-            raise ServeError(422, "give exactly one of 'label' (one row) or 'labels' (a batch)")
+        given = [name for name in ("label", "labels", "clicks") if getattr(body, name) is not None]
+        if len(given) != 1:
+            raise ServeError(
+                422, "give exactly one of 'label' (one row), 'labels' (a batch) or 'clicks' (a ranking)"
+            )
+        if body.clicks is not None:
+            return await run_in_threadpool(server.clicks, body.request_id, body.clicks)
         labels = [body.label] if body.label is not None else body.labels
         if any(label < 0 for label in labels):
             raise ServeError(422, f"labels are class ids >= 0, got {labels}")

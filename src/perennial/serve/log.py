@@ -77,9 +77,10 @@ class Served:
     version: str
     champion: str
     rollout: int | None  # the id of the rollout running when it was served (rollouts table)
-    predictions: list[int]
+    predictions: list[int]  # for /rank, the ranked class ids in display order
     latency_ms: float
     at: float = field(default_factory=time.time)
+    teams: list[str] | None = None  # /rank only: the version that placed each position
 
 
 class _Item:
@@ -141,6 +142,9 @@ class RequestLog:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         writer = self._connect(synchronous)
         writer.executescript(_SCHEMA)
+        columns = {row["name"] for row in writer.execute("PRAGMA table_info(requests)")}
+        if "teams" not in columns:  # a log written before /rank existed
+            writer.execute("ALTER TABLE requests ADD COLUMN teams TEXT")
         self._reader = self._connect(synchronous)
         self._reader_lock = threading.Lock()
         self.groups = 0  # commits made, for the metrics
@@ -226,7 +230,7 @@ class RequestLog:
     # ---- writes -----------------------------------------------------------------------------------
     _REQUEST_SQL = (
         "INSERT INTO requests (request_id, unit, arm, version, champion, rollout, predictions, latency_ms,"
-        " at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " at, teams) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
     @staticmethod
@@ -241,6 +245,7 @@ class RequestLog:
             json.dumps(s.predictions),
             s.latency_ms,
             s.at,
+            None if s.teams is None else json.dumps(s.teams),
         )
 
     def write_request(self, served: Served) -> None:
@@ -261,7 +266,8 @@ class RequestLog:
         )
 
     def write_feedback(self, request_id: str, labels: Sequence[int]) -> None:
-        """Log the labels of a request; a second feedback for it raises ``sqlite3.IntegrityError``."""
+        """Log the labels of a request (for /rank, the clicked positions); a second feedback for it
+        raises ``sqlite3.IntegrityError``."""
         self._submit_sync(
             "INSERT INTO feedback (request_id, labels, at) VALUES (?, ?, ?)",
             (request_id, json.dumps(list(labels)), time.time()),
@@ -299,6 +305,7 @@ class RequestLog:
             ).fetchone()
         out = dict(row)
         out["predictions"] = json.loads(out["predictions"])
+        out["teams"] = None if out["teams"] is None else json.loads(out["teams"])
         out["shadow"] = {s["version"]: json.loads(s["predictions"]) for s in shadows}
         out["has_feedback"] = has_feedback is not None
         return out
@@ -332,7 +339,7 @@ def analyze(path: str | Path) -> dict[str, Any]:
         for row in conn.execute("SELECT arm, count(*) AS n FROM requests GROUP BY arm"):
             arms[row["arm"]] = {"requests": row["n"], "labelled": 0, "correct": 0}
         joined = conn.execute(
-            "SELECT r.request_id, r.arm, r.champion, r.rollout, r.predictions, f.labels "
+            "SELECT r.request_id, r.arm, r.champion, r.rollout, r.predictions, r.teams, f.labels "
             "FROM feedback f JOIN requests r ON r.request_id = f.request_id ORDER BY f.seq"
         ).fetchall()
         shadow: dict[str, dict[str, list[int]]] = {}
@@ -347,9 +354,10 @@ def analyze(path: str | Path) -> dict[str, Any]:
             np.asarray(json.loads(row["predictions"])),
             np.asarray(json.loads(row["labels"])),
         )
-        stats = arms[row["arm"]]
-        stats["labelled"] += len(labels)
-        stats["correct"] += int((predictions == labels).sum())
+        if row["teams"] is None:  # clicks on a ranking are not labels of its rows
+            stats = arms[row["arm"]]
+            stats["labelled"] += len(labels)
+            stats["correct"] += int((predictions == labels).sum())
         if row["rollout"] is not None:
             by_rollout.setdefault(row["rollout"], []).append((row, predictions, labels))
     for stats in arms.values():
@@ -359,6 +367,10 @@ def analyze(path: str | Path) -> dict[str, Any]:
         settings = json.loads(r["settings"])
         live = make_rollout(r["kind"], r["champion"], r["candidate"], settings)
         for row, predictions, labels in by_rollout.get(r["id"], []):
+            if row["teams"] is not None:
+                if r["kind"] == "interleave":
+                    live.clicks(json.loads(row["teams"]), labels.tolist())
+                continue
             theirs = shadow.get(row["request_id"], {}).get(r["candidate"])
             live.feedback(row["arm"], predictions, labels, theirs)
         out_rollouts.append(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ import torch
 
 from perennial.learn.module import ClassifierModule
 from perennial.registry import Registry
-from perennial.rollout import ABTest, CanaryRollout, ShadowDeployment
+from perennial.rollout import ABTest, CanaryRollout, MixtureSPRT, ShadowDeployment
+from perennial.rollout.interleaving import Interleaving, credit, team_draft
 
 Builder = Callable[[], ClassifierModule]
 # A fallback that gives a module builder and the feature shape, for versions stored without a config.
@@ -41,6 +43,7 @@ class LoadedModel:
     version: str
     module: ClassifierModule
     feature_shape: tuple[int, ...]
+    device: str = "cpu"
 
     @property
     def n_features(self) -> int:
@@ -49,17 +52,20 @@ class LoadedModel:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class ids and class probabilities for rows ``x`` of shape ``(n, *feature_shape)``."""
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-            probabilities = torch.softmax(logits, dim=1)
+            inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+            probabilities = torch.softmax(self.module(inputs).float(), dim=1).cpu()
         return probabilities.argmax(1).numpy(), probabilities.numpy()
 
 
 class ModelStore:
     """Loads versions from the registry at ``root``; loaded versions are kept (weights never change)."""
 
-    def __init__(self, root: str | Path, fallback: FallbackBuilder | None = None) -> None:
+    def __init__(
+        self, root: str | Path, fallback: FallbackBuilder | None = None, device: str = "cpu"
+    ) -> None:
         self.root = Path(root)
         self.fallback = fallback
+        self.device = device  # champion, candidates and shadows all share it
         self.registry().close()  # fail now, with the path, if there is no registry
         self._loaded: dict[str, LoadedModel] = {}
         self._builders: dict[str, tuple[Builder, tuple[int, ...]]] = {}
@@ -79,8 +85,8 @@ class ModelStore:
         build, shape = self._builder(version, record.config)
         module = build()
         module.load_state_dict(weights)
-        module.eval()
-        loaded = LoadedModel(version, module, tuple(int(s) for s in shape))
+        module.to(self.device).eval()
+        loaded = LoadedModel(version, module, tuple(int(s) for s in shape), self.device)
         with self._lock:
             return self._loaded.setdefault(version, loaded)
 
@@ -302,15 +308,68 @@ class LiveCanary(LiveRollout):
         }
 
 
+class LiveInterleave(LiveRollout):
+    """``POST /rank`` shows a team-draft mix of champion's and candidate's ranked classes; clicks
+    credit the model that placed the item, and a mixture SPRT on the per-impression credit decides.
+    ``/predict`` traffic is answered by the champion meanwhile."""
+
+    kind = "interleave"
+
+    def _start(self, alpha: float = 0.05, min_impressions: int = 100, salt: str | None = None) -> None:
+        self.test = MixtureSPRT(alpha=alpha, min_pairs=min_impressions)
+        self.salt = salt or f"serve:{self.candidate}"
+        self.wins = {"champion": 0, "candidate": 0, "tie": 0}
+
+    def _route(self, unit: str) -> str:
+        return self.champion
+
+    def shares(self) -> dict[str, float]:
+        return {self.champion: 1.0, self.candidate: 0.0}
+
+    def interleave(self, request_id: str, ours: Sequence[int], theirs: Sequence[int]) -> Interleaving:
+        """The shown list for one request; seeded by it, so the log can be replayed exactly."""
+        rng = np.random.default_rng(zlib.crc32(f"{self.salt}:{request_id}".encode()))
+        return team_draft(ours, theirs, rng, length=len(ours))
+
+    def clicks(self, teams: Sequence[str], positions: Sequence[int]) -> str:
+        """Clicked positions of one impression whose positions were placed by ``teams`` (versions)."""
+        sides = tuple("a" if t == self.champion else "b" for t in teams)
+        shown = Interleaving("team_draft", tuple(range(len(teams))), ((), ()), teams=sides)
+        outcome = credit(shown, positions)
+        with self.lock:
+            self.wins[{"a": "champion", "b": "candidate", "tie": "tie"}[outcome.winner]] += 1
+            # The control fixed at 0 gives each pair the variance of the credit itself (see live.Interleave).
+            self.test.update([0.0], [outcome.score])
+            return self._decision()
+
+    def _decision(self) -> str:
+        if self.test.decision == "continue":
+            return "continue"
+        return "promote" if self.test.effect > 0 else "reject"
+
+    def _feedback(self, arm, served, labels, candidate):
+        return self._decision()  # labels of /predict requests say nothing about the rankings
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "decision": self._decision(),
+            "p_value": self.test.p_value,
+            "effect": self.test.effect if self.test.n else None,
+            "impressions": self.test.n,
+            "wins": dict(self.wins),
+        }
+
+
 ROLLOUTS: dict[str, type[LiveRollout]] = {
     "shadow": LiveShadow,
     "ab": LiveAB,
     "canary": LiveCanary,
+    "interleave": LiveInterleave,
 }
 
 
 def make_rollout(kind: str, champion: str, candidate: str, settings: Mapping[str, Any]) -> LiveRollout:
-    """A live rollout of ``kind`` (shadow, ab or canary) with its settings (the rollout class's arguments)."""
+    """A live rollout of ``kind`` (shadow, ab, canary or interleave) with its settings."""
     if kind not in ROLLOUTS:
         raise ValueError(f"unknown rollout kind {kind!r}; expected one of {', '.join(ROLLOUTS)}")
     return ROLLOUTS[kind](champion, candidate, settings)
