@@ -77,17 +77,19 @@ def _mean(s: pd.Series) -> float:
 
 
 def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFrame, stream) -> list[Path]:
-    """Write every output file atomically; returns their paths."""
+    """Write every output file atomically; returns their paths. summary.json goes last: a sweep
+    counts a job with one as finished, so a job cut off while plotting is resumed, not skipped."""
     run_dir = Path(run_dir)
-    paths = [run_dir / n for n in ("summary.json", "windows.csv", "accuracy_matrix.csv")]
-    atomic_write_text(paths[0], json.dumps(summary, indent=2, default=str) + "\n")
-    atomic_write_text(paths[1], pd.DataFrame(state["rows"]).to_csv(index=False))
-    atomic_write_text(paths[2], matrix.to_csv(index_label="version"))
+    paths = [run_dir / n for n in ("windows.csv", "accuracy_matrix.csv")]
+    atomic_write_text(paths[0], pd.DataFrame(state["rows"]).to_csv(index=False))
+    atomic_write_text(paths[1], matrix.to_csv(index_label="version"))
     if len(stream.quarantine):
         paths.append(run_dir / "quarantine.csv")
         atomic_write_text(paths[-1], stream.quarantine.to_csv(index=False))
     paths.append(plot_accuracy(pd.DataFrame(state["rows"]), run_dir / "accuracy_over_time.png", stream.name))
     paths.append(plot_matrix(matrix, run_dir / "accuracy_matrix.png"))
+    paths.append(run_dir / "summary.json")
+    atomic_write_text(paths[-1], json.dumps(summary, indent=2, default=str) + "\n")
     return paths
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,22 +16,42 @@ from perennial.registry import Registry
 from perennial.report import print_summary, summarize, write_outputs
 
 
+def resuming(resume: object) -> bool:
+    """``resume`` as given on the command line: false or null starts afresh, true or a path continues."""
+    return resume not in (False, None, "false", "False")
+
+
 def run_dir(base: str, stamp: str, resume: object) -> str:
     """A new ``base/<time>`` directory, or with ``resume`` the run to continue.
 
     ``resume=true`` picks the newest run under ``base`` that has a registry; a path picks that run.
     """
-    if resume in (False, None, "false", "False"):
+    return _new_or_continued(base, stamp, resume, "run", "registry/index.sqlite")
+
+
+def sweep_dir(base: str, stamp: str, resume: object) -> str:
+    """``hydra.sweep.dir`` of a multirun: a new ``base/<time>``, or with ``resume`` the sweep to continue.
+
+    ``resume=true`` picks the newest sweep under ``base``; a path picks that sweep.
+    """
+    return _new_or_continued(base, stamp, resume, "sweep", "multirun.yaml")
+
+
+def _new_or_continued(base: str, stamp: str, resume: object, what: str, marker: str) -> str:
+    if not resuming(resume):
         return f"{base}/{stamp}"
     if resume not in (True, "true", "True"):
         return str(resume)
-    runs = sorted(p for p in Path(base).glob("*") if (p / "registry" / "index.sqlite").exists())
-    if not runs:
-        raise FileNotFoundError(f"resume=true, but no run to resume under {base}/; start one without resume")
-    return str(runs[-1])
+    found = sorted(p for p in Path(base).glob("*") if (p / marker).exists())
+    if not found:
+        raise FileNotFoundError(
+            f"resume=true, but no {what} to resume under {base}/; start one without resume"
+        )
+    return str(found[-1])
 
 
 OmegaConf.register_new_resolver("perennial_run_dir", run_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("perennial_sweep_dir", sweep_dir, use_cache=True, replace=True)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -57,9 +78,16 @@ def run(cfg: DictConfig) -> dict:
         regularizers=[instantiate(r) for r in cfg.strategy.get("regularizers") or []],
         rollout=instantiate(cfg.rollout) if cfg.rollout.get("_target_") else None,
     )
-    state = loop.run(resume=bool(cfg.resume))
+    # A job of a multirun continues the run its directory holds, if any: the sweeper has already
+    # refused such a directory unless the sweep was resumed, and a job that SLURM requeues after a
+    # preemption or its time limit must go on from its last saved window.
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    state = loop.run(resume=resuming(cfg.resume) or multirun)
     matrix = loop.accuracy_matrix()
     summary = summarize(state, registry, matrix, stream, recent=cfg.recent_windows)
+    # Closed now, not whenever it is collected: the next job of a sweep runs in this same process, and
+    # a finished job's directory is left as it is.
+    registry.close()
     write_outputs(out, summary, state, matrix, stream)
     print_summary(summary, out)
     return summary

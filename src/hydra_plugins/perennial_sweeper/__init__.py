@@ -1,0 +1,1 @@
+"""perennial-run's Hydra sweeper: `hydra/sweeper=perennial`, the default in conf/run.yaml."""
