@@ -1,15 +1,19 @@
-"""Evaluation: metrics on windows, the accuracy matrix and forgetting, the promotion gate, and the
-freshness study (`perennial.evaluate.freshness`, imported on its own: it draws plots)."""
+"""Evaluation: metrics on windows, the accuracy matrix and forgetting, the promotion gate, the
+screen for poisoned windows, and the freshness study (`perennial.evaluate.freshness`, imported on
+its own: it draws plots)."""
 
 from perennial.evaluate.gate import GateDecision, PromotionGate
 from perennial.evaluate.matrix import backward_transfer, forgetting
 from perennial.evaluate.metrics import Evaluation, evaluate
+from perennial.evaluate.screening import ScreenResult, WindowScreen
 from perennial.evaluate.stats import mcnemar_worse_pvalue, paired_bootstrap_worse_pvalue
 
 __all__ = [
     "Evaluation",
     "GateDecision",
     "PromotionGate",
+    "ScreenResult",
+    "WindowScreen",
     "backward_transfer",
     "evaluate",
     "forgetting",

@@ -34,6 +34,12 @@ class PromotionGate:
     Forgetting: on held-out slices of the ``past_windows`` windows before the new data, the
     candidate's pooled accuracy may trail the champion's by at most ``forgetting_tolerance``.
 
+    Trusted reference set: rows nobody outside the team could have labelled (``trusted="warmup"``:
+    the held-out rows of the warm-up windows v1 was trained on; or a ``.npz`` file with arrays
+    ``x`` and ``y``). The candidate's accuracy there may trail the champion's by at most
+    ``trusted_tolerance``, so a candidate trained on poisoned labels is rejected even when it looks
+    fine on the (equally poisoned) newest window.
+
     >>> gate = PromotionGate(tolerance=0.02)
     >>> good = Evaluation(0.9, 0.3, 0.9, 100, np.r_[np.ones(90), np.zeros(10)].astype(bool))
     >>> bad = Evaluation(0.6, 0.9, 0.6, 100, np.r_[np.ones(60), np.zeros(40)].astype(bool))
@@ -50,6 +56,8 @@ class PromotionGate:
         past_windows: int | None = 5,
         bootstrap_samples: int = 2000,
         seed: int = 0,
+        trusted: str | None = None,
+        trusted_tolerance: float = 0.05,
     ) -> None:
         if test not in TESTS:
             raise ValueError(f"gate.test must be one of {', '.join(TESTS)}; got {test!r}")
@@ -60,6 +68,13 @@ class PromotionGate:
         self.tolerance, self.alpha, self.test = tolerance, alpha, test
         self.forgetting_tolerance, self.past_windows = forgetting_tolerance, past_windows
         self.bootstrap_samples, self.seed = bootstrap_samples, seed
+        if trusted is not None and trusted != "warmup" and not str(trusted).endswith(".npz"):
+            raise ValueError(
+                f"gate.trusted must be null, 'warmup' or a .npz file with x and y, got {trusted!r}"
+            )
+        if not 0 <= trusted_tolerance < 1:
+            raise ValueError(f"gate.trusted_tolerance must be in [0, 1), got {trusted_tolerance}")
+        self.trusted, self.trusted_tolerance = trusted, trusted_tolerance
 
     def past(self, windows: list[int]) -> list[int]:
         """The earlier windows whose held-out slices measure forgetting."""
@@ -71,6 +86,8 @@ class PromotionGate:
         fresh_champion: Evaluation,
         past_candidate: Evaluation | None = None,
         past_champion: Evaluation | None = None,
+        trusted_candidate: Evaluation | None = None,
+        trusted_champion: Evaluation | None = None,
     ) -> GateDecision:
         diff = fresh_candidate.accuracy - fresh_champion.accuracy
         if self.test == "mcnemar":
@@ -95,6 +112,17 @@ class PromotionGate:
         }
         if worse:
             return GateDecision(False, f"worse on fresh data by {-diff:.3f} (p={p:.3g})", numbers)
+        if trusted_candidate is not None and trusted_champion is not None and trusted_candidate.n > 0:
+            drop = trusted_champion.accuracy - trusted_candidate.accuracy
+            numbers |= {
+                "trusted_candidate_accuracy": trusted_candidate.accuracy,
+                "trusted_champion_accuracy": trusted_champion.accuracy,
+                "trusted_drop": drop,
+                "n_trusted": trusted_candidate.n,
+            }
+            if drop > self.trusted_tolerance:
+                reason = f"worse on the trusted reference set: {drop:.3f} below the champion"
+                return GateDecision(False, reason, numbers)
         if past_candidate is not None and past_champion is not None and past_candidate.n > 0:
             drop = past_champion.accuracy - past_candidate.accuracy
             numbers |= {
