@@ -46,6 +46,7 @@ def make_loop(
     gate=None,
     regularizers=(),
     rollout=None,
+    screen=None,
     **settings,
 ):
     stream = stream or small_stream()
@@ -65,6 +66,7 @@ def make_loop(
         progress=False,
         regularizers=regularizers,
         rollout=rollout,
+        screen=screen,
     )
 
 

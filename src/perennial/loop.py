@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from perennial.data.window import DataError, Stream, Window, holdout_split, window_seed
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
 from perennial.evaluate.metrics import Evaluation, evaluate
+from perennial.evaluate.screening import ScreenResult, WindowScreen
 from perennial.learn.fit import make_fabric
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
@@ -27,6 +28,7 @@ from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
 from perennial.registry import Registry, VersionRecord, load_tree, save_tree
 from perennial.rollout.live import Rollout
+from perennial.tracking import RunHistory, RunLogger
 from perennial.triggers.base import Firing, Observation, Trigger
 
 CHECKPOINT_KEY = "loop"
@@ -76,6 +78,8 @@ class ContinuousDeployment:
         progress: bool = True,
         regularizers: Sequence[Regularizer] = (),
         rollout: Rollout | None = None,
+        screen: WindowScreen | None = None,
+        logger: RunLogger | None = None,
     ) -> None:
         self.stream, self.build, self.update, self.trigger, self.gate = stream, build, update, trigger, gate
         self.buffer, self.registry, self.settings = buffer, registry, settings
@@ -86,6 +90,8 @@ class ContinuousDeployment:
         self.progress = progress
         self.regularizers = list(regularizers)
         self.rollout = rollout
+        self.screen = screen
+        self.logger = logger if logger is not None else RunLogger()  # the base logs nothing
         self._candidate: tuple[str, ClassifierModule | None] = ("", None)
         if any(r.needs_logits for r in self.regularizers) and buffer is None:
             names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
@@ -93,6 +99,8 @@ class ContinuousDeployment:
         self.windows: list[Window] = stream.windows()
         self._splits: dict[int, Split] = {}
         self._reference_cache: tuple[tuple, np.ndarray] = ((), np.empty(0))
+        self._trusted: tuple[np.ndarray, np.ndarray] | None = None
+        self.trusted_rows()  # a trusted-set file that cannot be used fails now, naming itself
         if len(self.windows) <= settings.warmup_windows:
             raise DataError(
                 f"stream {stream.name!r} has {len(self.windows)} non-empty windows; the loop needs more "
@@ -107,8 +115,9 @@ class ContinuousDeployment:
             self._splits[index] = Split((w.x[train], w.y[train]), (w.x[hold], w.y[hold]))
         return self._splits[index]
 
-    def train_splits(self, upto: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        return {i: self.split(i).train for i in range(upto + 1)}
+    def train_splits(self, upto: int, skip: Sequence[int] = ()) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Training rows of every window up to ``upto``, except ``skip`` (quarantined windows)."""
+        return {i: self.split(i).train for i in range(upto + 1) if i not in set(skip)}
 
     def reference_rows(self, positions: Sequence[int], max_rows: int) -> np.ndarray:
         """Training rows of the windows at ``positions``, at most ``max_rows`` of them, drawn without
@@ -123,6 +132,19 @@ class ContinuousDeployment:
                 x = x[np.sort(rng.choice(len(x), max_rows, replace=False))]
             self._reference_cache = (key, x)
         return self._reference_cache[1]
+
+    def trusted_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The gate's trusted reference set: the warm-up windows' held-out rows, or the user's file."""
+        source = getattr(self.gate, "trusted", None)
+        if source is None:
+            return None
+        if self._trusted is None:
+            if source == "warmup":
+                parts = [self.split(i).holdout for i in range(self.settings.warmup_windows)]
+                self._trusted = (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
+            else:
+                self._trusted = load_trusted(source, self.stream)
+        return self._trusted
 
     def on_holdouts(self, module: ClassifierModule, windows: list[int]) -> Evaluation | None:
         return pooled([evaluate(module, *self.split(i).holdout) for i in windows])
@@ -183,18 +205,23 @@ class ContinuousDeployment:
         champion = self.load(state["champion"])
         static = self.load(state["static"])
         self.trigger.load_state_dict(state["trigger"])
+        if self.screen is not None:
+            self.screen.load_state_dict(state["screen"])
         if state.get("rollout"):
             self._require_rollout(state["rollout"]["candidate"])
             self.rollout.load_state_dict(state["rollout"], self.rollout_salt(state["rollout"]["candidate"]))
         if self.buffer is not None and state["buffer_file"]:
             self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state["buffer_file"]))
 
-        with self.progress_bar() as bar:
+        # The logger catches up with what the run has committed; it is closed however the run ends.
+        self.logger.start(RunHistory.of(self.run_dir, self.registry, state))
+        with self.logger, self.progress_bar() as bar:
             task = bar.add_task(
                 "windows", total=len(self.windows), completed=state["next_window"], champion=state["champion"]
             )
             for t in range(state["next_window"], len(self.windows)):
                 champion = self.step(t, state, champion, static)
+                self.logger.log_window(state["rows"][-1])  # only once the window has committed
                 self.prune_checkpoints(state)
                 bar.update(task, advance=1, champion=state["champion"])
         return state
@@ -214,6 +241,10 @@ class ContinuousDeployment:
         )
         for i in warm:
             self.feed_buffer(i, cand.module)
+        if self.screen is not None:  # the warm-up windows, as v1 sees them, are the first reference
+            for i in warm:
+                x, y = self.split(i).train
+                self.screen.accept(x, y, cand.module.predict_logits(x).softmax(1).numpy())
         state = {
             "next_window": warm[-1] + 1,
             "champion": "",
@@ -221,6 +252,7 @@ class ContinuousDeployment:
             "pending": [],
             "rows": [],
             "rollout": None,
+            "quarantined": [],
             "compute": {"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
             "config": self.config,
         }
@@ -241,7 +273,15 @@ class ContinuousDeployment:
         served, static_eval = evaluate(champion, window.x, window.y), evaluate(static, window.x, window.y)
         champion_record = self.registry.get(state["champion"])
         in_rollout = bool(state.get("rollout"))
-        # 3. Labels arrive: triggers observe the window and may fire.
+        probabilities = champion.predict_logits(window.x).softmax(1).numpy()
+        # 3. Labels arrive. A screened window whose labels look poisoned is set aside here: no trigger,
+        # update, buffer or gate ever sees it.
+        screened = self.screen.screen(window.x, window.y, probabilities) if self.screen is not None else None
+        if screened is not None and screened.quarantine:
+            return self.quarantine(t, state, champion, served, static_eval, screened)
+        if screened is not None:
+            self.screen.accept(window.x, window.y, probabilities)
+        # Triggers observe the window and may fire.
         self.trigger.update(
             Observation(
                 window,
@@ -251,33 +291,21 @@ class ContinuousDeployment:
                 champion=champion,
                 champion_metrics=champion_record.metrics,
                 champion_windows=tuple(champion_record.trained_on_windows),
-                probabilities=champion.predict_logits(window.x).softmax(1).numpy(),
+                probabilities=probabilities,
                 reference=self.reference_rows,
             )
         )
         state["pending"].append(t)
         firing = self.trigger.fires()
         test = firing.to_dict() if firing else self.trigger.last_test()
-        row = {
-            "window": t,
-            "start": str(window.start),
-            "end": str(window.end),
-            "n": len(window),
-            "served_accuracy": served.accuracy,
-            "static_accuracy": static_eval.accuracy,
-            "served_f1": served.f1,
-            "served_loss": served.loss,
-            "champion": state["champion"],
+        row = self.window_row(t, state, served, static_eval) | {
             "trigger": firing.name if firing else "",
             "trigger_reason": firing.reason if firing else "",
             "trigger_statistic": _finite(test.get("statistic")),
             "trigger_p_value": _finite(test.get("p_value")),
-            "candidate": "",
-            "decision": "",
-            "fresh_diff": float("nan"),
-            "p_value": float("nan"),
         }
-        row |= {"rollout": "", "rollout_candidate": "", "rollout_decision": "", "rollout_p_value": None}
+        if screened is not None and screened.flagged:
+            row["screen"] = f"accepted: {screened.reason}"
         if in_rollout:  # the candidate meets this window's traffic; its outcome commits with the window
             with self.registry.transaction():
                 champion = self.rollout_window(t, window, state, champion, row)
@@ -296,7 +324,7 @@ class ContinuousDeployment:
         cand = self.update.run(
             self.build,
             champion if stateful else None,
-            self.train_splits(t),
+            self.train_splits(t, _quarantined(state)),
             pending,
             self.buffer,
             window_seed(self.settings.seed, t),
@@ -306,13 +334,14 @@ class ContinuousDeployment:
         for i in pending:
             self.feed_buffer(i, cand.module)
         # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
-        decision, fresh = self.judge(cand.module, champion, pending)
+        decision, fresh = self.judge(cand.module, champion, pending, _quarantined(state))
         self.trigger.reset()
         state["pending"] = []
         state["compute"]["train_seconds"] += cand.train_seconds
         state["compute"]["samples_processed"] += cand.samples_processed
         with self.registry.transaction():
             record = self.register(cand, state["champion"] if stateful else None, t, firing, fresh)
+            self.logger.log_version(record)
             label = decision.label
             if decision.promote and self.rollout is not None:
                 # Passed offline; live traffic decides, from the next window on.
@@ -326,6 +355,7 @@ class ContinuousDeployment:
                 self.registry.reject(record.id, window=t)
             numbers = {"reason": decision.reason, **decision.numbers}
             self.registry.record_decision(record.id, t, label, numbers)
+            self.logger.log_decision(record.id, t, label, numbers)
             row |= {
                 "candidate": record.id,
                 "decision": label,
@@ -337,6 +367,52 @@ class ContinuousDeployment:
             state["rows"].append(row)
             self.checkpoint(state, t)
         return cand.module if label == "promoted" else champion
+
+    def window_row(self, t: int, state: dict, served: Evaluation, static: Evaluation) -> dict:
+        """Window ``t``'s row of windows.csv, with every column at its empty value."""
+        window = self.windows[t]
+        return {
+            "window": t,
+            "start": str(window.start),
+            "end": str(window.end),
+            "n": len(window),
+            "served_accuracy": served.accuracy,
+            "static_accuracy": static.accuracy,
+            "served_f1": served.f1,
+            "served_loss": served.loss,
+            "champion": state["champion"],
+            "trigger": "",
+            "trigger_reason": "",
+            "trigger_statistic": None,
+            "trigger_p_value": None,
+            "candidate": "",
+            "decision": "",
+            "fresh_diff": float("nan"),
+            "p_value": float("nan"),
+            "rollout": "",
+            "rollout_candidate": "",
+            "rollout_decision": "",
+            "rollout_p_value": None,
+            "screen": "",
+        }
+
+    def quarantine(
+        self,
+        t: int,
+        state: dict,
+        champion: ClassifierModule,
+        served: Evaluation,
+        static: Evaluation,
+        screened: ScreenResult,
+    ) -> ClassifierModule:
+        """Set window ``t`` aside with the screen's evidence; the champion serves on."""
+        row = self.window_row(t, state, served, static) | {"screen": f"quarantined: {screened.reason}"}
+        evidence = {"window": t, "flagged": screened.flagged, "reason": screened.reason}
+        state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
+        with self.registry.transaction():
+            state["rows"].append(row)
+            self.checkpoint(state, t)
+        return champion
 
     # ---- online evaluation ------------------------------------------------------------------
     def rollout_salt(self, candidate: str) -> str:
@@ -386,25 +462,32 @@ class ContinuousDeployment:
             state["champion"] = candidate_id
         else:
             self.registry.reject(candidate_id, window=t)
-        self.registry.record_decision(
-            candidate_id, t, "promoted" if outcome == "promote" else "rejected", {"reason": reason, **summary}
-        )
+        label, numbers = "promoted" if outcome == "promote" else "rejected", {"reason": reason, **summary}
+        self.registry.record_decision(candidate_id, t, label, numbers)
+        self.logger.log_decision(candidate_id, t, label, numbers)
         state["rollout"] = None
         self._candidate = ("", None)
         return candidate if outcome == "promote" else champion
 
     def judge(
-        self, candidate: ClassifierModule, champion: ClassifierModule, pending: list[int]
+        self,
+        candidate: ClassifierModule,
+        champion: ClassifierModule,
+        pending: list[int],
+        quarantined: Sequence[int] = (),
     ) -> tuple[GateDecision, Evaluation]:
         """The gate's decision, and the candidate's score on the fresh rows."""
         fresh = self.split(pending[-1]).holdout
-        past = self.gate.past(list(range(pending[0])))
+        past = self.gate.past([w for w in range(pending[0]) if w not in set(quarantined)])
         fresh_candidate = evaluate(candidate, *fresh)
+        trusted = self.trusted_rows()
         decision = self.gate.decide(
             fresh_candidate,
             evaluate(champion, *fresh),
             self.on_holdouts(candidate, past),
             self.on_holdouts(champion, past),
+            evaluate(candidate, *trusted) if trusted else None,
+            evaluate(champion, *trusted) if trusted else None,
         )
         return decision, fresh_candidate
 
@@ -424,6 +507,8 @@ class ContinuousDeployment:
         """Record progress up to window ``t``; called inside the window's registry transaction."""
         state["next_window"] = t + 1
         state["trigger"] = self.trigger.state_dict()
+        if self.screen is not None:
+            state["screen"] = self.screen.state_dict()
         state["buffer_file"] = ""
         if self.buffer is not None:
             # Written before the transaction commits; a crash leaves an unreferenced file, never a
@@ -488,6 +573,38 @@ def _json_safe(tree):
     if isinstance(tree, float) and math.isnan(tree):
         return None
     return tree
+
+
+def load_trusted(path: str | Path, stream: Stream) -> tuple[np.ndarray, np.ndarray]:
+    """A trusted reference set from a ``.npz`` file with arrays ``x`` (rows shaped like the stream's
+    features) and ``y`` (class ids); read without unpickling anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"gate.trusted file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files if name in ("x", "y")}
+    except (ValueError, OSError) as err:
+        raise DataError(f"gate.trusted file {path} is not a readable .npz without pickles: {err}") from None
+    if set(arrays) != {"x", "y"}:
+        raise DataError(f"gate.trusted file {path} needs arrays 'x' and 'y'; it has {sorted(arrays)}")
+    x, y = arrays["x"].astype(np.float32), arrays["y"]
+    shape = tuple(stream.feature_shape)
+    if x.shape[1:] != shape or len(x) != len(y) or not len(y):
+        raise DataError(
+            f"gate.trusted file {path}: x has shape {x.shape} and y {y.shape}; "
+            f"expected (n, {', '.join(map(str, shape))}) and (n,) with n > 0"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(stream.classes):
+        raise DataError(f"gate.trusted file {path}: y must be class ids in 0..{len(stream.classes) - 1}")
+    if not np.isfinite(x).all():
+        raise DataError(f"gate.trusted file {path}: x holds NaN or infinite values")
+    return x, y.astype(np.int64)
+
+
+def _quarantined(state: dict) -> list[int]:
+    """Windows the screen set aside (a run from before screening has none)."""
+    return [q["window"] for q in state.get("quarantined", [])]
 
 
 def _finite(value: float | None) -> float | None:

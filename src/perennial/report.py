@@ -67,6 +67,11 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         ],
         "compute": {k: round(v, 3) if isinstance(v, float) else v for k, v in state["compute"].items()},
         "quarantined_rows": int(stream.quarantined_rows),
+        # Windows the screen set aside as poisoned, with the checks that flagged them.
+        "quarantined_windows": [
+            {"window": q["window"], "flagged": q["flagged"], "reason": q["reason"]}
+            for q in state.get("quarantined", [])
+        ],
         "empty_windows": [i.message for i in stream.issues if i.kind == "empty_window"],
     }
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from perennial.evaluate.screening import WindowScreen
+from perennial.evaluate.screening import CHECKS, WindowScreen
 
 
 def _window(rng, n=500, classes=3, shift=0.0, flip=0.0, target=None):
@@ -63,11 +63,18 @@ def test_windows_with_many_flipped_labels_are_quarantined_with_evidence(flip):
 
 def test_a_targeted_flip_of_one_class_is_caught_by_the_class_mix_and_the_class_features():
     rng = np.random.default_rng(2)
-    screen = _screen_after(rng)
+    screen = _screen_after(rng, checks=CHECKS)
     result = screen.screen(*_window(rng, target=(0, 2)))  # every class-0 row labelled 2
     assert result.quarantine
     assert {"label_shift", "class_stats", "disagreement"} <= set(result.flagged)
     assert "rows labelled 2 moved" in result.checks["class_stats"]["reason"]
+
+
+def test_covariate_drift_moves_labelled_and_assigned_rows_alike_and_is_not_flagged():
+    rng = np.random.default_rng(6)
+    screen = _screen_after(rng, checks=CHECKS)
+    result = screen.screen(*_window(rng, shift=1.5))  # every class 1.5 sd away, labels honest
+    assert not result.quarantine and "class_stats" in result.checks
 
 
 def test_a_lasting_change_is_accepted_as_drift_after_max_consecutive_quarantines():
@@ -110,3 +117,19 @@ def test_mismatched_inputs_are_refused():
         screen.screen(np.zeros((3, 2)), np.zeros(2, int), np.full((3, 2), 0.5))
     with pytest.raises(ValueError, match=r"labels must be class ids in 0\.\.1"):
         screen.screen(np.zeros((2, 2)), np.array([0, 5]), np.full((2, 2), 0.5))
+
+
+def test_rows_of_classes_never_accepted_before_are_named_not_judged():
+    rng = np.random.default_rng(5)
+    screen = WindowScreen()
+    for _ in range(3):
+        x, y, p = _window(rng)
+        keep = y < 2  # the reference has seen classes 0 and 1 only
+        screen.accept(x[keep], y[keep], p[keep])
+    x, y, p = _window(rng)
+    result = screen.screen(x, y, p)  # class 2 is new: the champion cannot have predicted it
+    assert not result.quarantine
+    new = result.checks["new_classes"]
+    assert new["classes"] == [2] and new["rows"] == (y == 2).sum()
+    poisoned = screen.screen(*_window(rng, flip=0.5))
+    assert poisoned.quarantine  # the known classes are still judged

@@ -57,10 +57,15 @@ OmegaConf.register_new_resolver("perennial_sweep_dir", sweep_dir, use_cache=True
 def run(cfg: DictConfig) -> dict:
     """Build every part from the config, run the loop, write the outputs; returns the summary."""
     out = Path(HydraConfig.get().runtime.output_dir)
+    # First: a logger that cannot work (a missing package, an unreachable server) stops the job
+    # before any data is read or model trained.
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
     stream, build = stream_and_builder(cfg)
     registry = Registry(cfg.registry_dir or out / "registry")
     config = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("resume", "progress"):  # may differ between a run and its resumption
+    # May differ between a run and its resumption: a run can be resumed with another logger, which
+    # catches up from the registry.
+    for key in ("resume", "progress", "logger"):
         config.pop(key, None)
     loop = ContinuousDeployment(
         stream=stream,
@@ -77,6 +82,8 @@ def run(cfg: DictConfig) -> dict:
         progress=cfg.progress,
         regularizers=[instantiate(r) for r in cfg.strategy.get("regularizers") or []],
         rollout=instantiate(cfg.rollout) if cfg.rollout.get("_target_") else None,
+        screen=instantiate(cfg.screen) if cfg.screen.get("_target_") else None,
+        logger=logger,
     )
     # A job of a multirun continues the run its directory holds, if any: the sweeper has already
     # refused such a directory unless the sweep was resumed, and a job that SLURM requeues after a
