@@ -106,7 +106,9 @@ def test_bad_performance_settings_are_named(kwargs, match):
 
 
 def test_unknown_metric_lists_the_available_ones():
-    trigger = PerformanceTrigger(metric="auroc")
+    with pytest.raises(ValueError, match=r"trigger\.metric must be one of \['accuracy', 'balanced_accuracy'"):
+        PerformanceTrigger(metric="mcc")
+    trigger = PerformanceTrigger(metric="auroc")  # a known metric these served scores lack
     with pytest.raises(ValueError, match=r"'auroc' is not a served score; available: \['accuracy', 'f1'\]"):
         trigger.update(_perf_obs(0.9))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perennial.evaluate.metrics import Evaluation
+from perennial.evaluate.metrics import Evaluation, check_metric, metric
 from perennial.evaluate.stats import mcnemar_worse_pvalue, paired_bootstrap_worse_pvalue
 
 TESTS = ("mcnemar", "bootstrap")
@@ -30,6 +30,11 @@ class PromotionGate:
     Fresh data: the candidate is rejected when it is worse than the champion by more than
     ``tolerance`` *and* that drop is significant at ``alpha`` under a paired test (exact McNemar,
     or a paired bootstrap around the tolerance). Small, noisy differences do not block an update.
+
+    ``metric`` is what "worse" means: accuracy, or for imbalanced streams balanced accuracy, macro
+    F1, AUROC or precision at 90% recall (``perennial.evaluate.metrics``). With any metric but
+    accuracy the fresh test is the paired bootstrap of that metric, and the trusted and forgetting
+    checks compare it too.
 
     Forgetting: on held-out slices of the ``past_windows`` windows before the new data, the
     candidate's pooled accuracy may trail the champion's by at most ``forgetting_tolerance``.
@@ -58,6 +63,7 @@ class PromotionGate:
         seed: int = 0,
         trusted: str | None = None,
         trusted_tolerance: float = 0.05,
+        metric: str = "accuracy",
     ) -> None:
         if test not in TESTS:
             raise ValueError(f"gate.test must be one of {', '.join(TESTS)}; got {test!r}")
@@ -75,6 +81,7 @@ class PromotionGate:
         if not 0 <= trusted_tolerance < 1:
             raise ValueError(f"gate.trusted_tolerance must be in [0, 1), got {trusted_tolerance}")
         self.trusted, self.trusted_tolerance = trusted, trusted_tolerance
+        self.metric = check_metric(metric, "gate.metric")
 
     def past(self, windows: list[int]) -> list[int]:
         """The earlier windows whose held-out slices measure forgetting."""
@@ -89,8 +96,14 @@ class PromotionGate:
         trusted_candidate: Evaluation | None = None,
         trusted_champion: Evaluation | None = None,
     ) -> GateDecision:
-        diff = fresh_candidate.accuracy - fresh_champion.accuracy
-        if self.test == "mcnemar":
+        name = self.metric
+        diff = fresh_candidate.value(name) - fresh_champion.value(name)
+        if name != "accuracy":
+            p = bootstrap_metric_worse_pvalue(
+                name, fresh_candidate, fresh_champion, self.tolerance, self.bootstrap_samples, self.seed
+            )
+            worse = p < self.alpha
+        elif self.test == "mcnemar":
             p = mcnemar_worse_pvalue(fresh_candidate.correct, fresh_champion.correct)
             worse = diff < -self.tolerance and p < self.alpha
         else:
@@ -107,13 +120,19 @@ class PromotionGate:
             "fresh_champion_accuracy": fresh_champion.accuracy,
             "fresh_diff": diff,
             "p_value": p,
-            "test": self.test,
+            "metric": name,
+            "test": self.test if name == "accuracy" else "bootstrap",
             "n_fresh": fresh_candidate.n,
         }
+        if name != "accuracy":
+            numbers |= {
+                f"fresh_candidate_{name}": fresh_candidate.value(name),
+                f"fresh_champion_{name}": fresh_champion.value(name),
+            }
         if worse:
-            return GateDecision(False, f"worse on fresh data by {-diff:.3f} (p={p:.3g})", numbers)
+            return GateDecision(False, f"{name} worse on fresh data by {-diff:.3f} (p={p:.3g})", numbers)
         if trusted_candidate is not None and trusted_champion is not None and trusted_candidate.n > 0:
-            drop = trusted_champion.accuracy - trusted_candidate.accuracy
+            drop = trusted_champion.value(name) - trusted_candidate.value(name)
             numbers |= {
                 "trusted_candidate_accuracy": trusted_candidate.accuracy,
                 "trusted_champion_accuracy": trusted_champion.accuracy,
@@ -121,10 +140,10 @@ class PromotionGate:
                 "n_trusted": trusted_candidate.n,
             }
             if drop > self.trusted_tolerance:
-                reason = f"worse on the trusted reference set: {drop:.3f} below the champion"
+                reason = f"{name} worse on the trusted reference set: {drop:.3f} below the champion"
                 return GateDecision(False, reason, numbers)
         if past_candidate is not None and past_champion is not None and past_candidate.n > 0:
-            drop = past_champion.accuracy - past_candidate.accuracy
+            drop = past_champion.value(name) - past_candidate.value(name)
             numbers |= {
                 "past_candidate_accuracy": past_candidate.accuracy,
                 "past_champion_accuracy": past_champion.accuracy,
@@ -132,8 +151,25 @@ class PromotionGate:
                 "n_past": past_candidate.n,
             }
             if drop > self.forgetting_tolerance:
-                return GateDecision(False, f"forgets earlier windows: {drop:.3f} below the champion", numbers)
+                reason = f"forgets earlier windows: {name} {drop:.3f} below the champion"
+                return GateDecision(False, reason, numbers)
         return GateDecision(True, f"fresh diff {diff:+.3f} (p_worse={p:.3g})", numbers)
+
+
+def bootstrap_metric_worse_pvalue(
+    name: str, candidate: Evaluation, champion: Evaluation, margin: float, n: int, seed: int
+) -> float:
+    """Bootstrap p-value for "the candidate's ``name`` is below the champion's by more than
+    ``margin``": rows are resampled in pairs, so the test keeps the correlation between the models."""
+    if candidate.n == 0 or candidate.probs is None or champion.probs is None:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    target, ours, theirs = candidate.target, candidate.probs, champion.probs
+    at_or_above = 0
+    for rows in rng.integers(0, candidate.n, size=(n, candidate.n)):
+        diff = metric(name, target[rows], ours[rows]) - metric(name, target[rows], theirs[rows])
+        at_or_above += not diff < -margin  # NaN (a resample of one class) counts as no evidence
+    return float((at_or_above + 1) / (n + 1))
 
 
 def pooled(evaluations: list[Evaluation]) -> Evaluation | None:
@@ -141,6 +177,10 @@ def pooled(evaluations: list[Evaluation]) -> Evaluation | None:
     evaluations = [e for e in evaluations if e.n > 0]
     if not evaluations:
         return None
+    if all(e.probs is not None for e in evaluations):
+        return Evaluation.of(
+            np.concatenate([e.target for e in evaluations]), np.concatenate([e.probs for e in evaluations])
+        )
     n = sum(e.n for e in evaluations)
     correct = np.concatenate([e.correct for e in evaluations])
     loss = sum(e.loss * e.n for e in evaluations) / n

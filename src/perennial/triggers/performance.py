@@ -7,6 +7,7 @@ import math
 
 from scipy.stats import norm
 
+from perennial.evaluate.metrics import check_metric
 from perennial.triggers.base import Cooldown, Firing, Observation, Trigger
 
 # Proportions, for which the two-proportion z-test below is valid.
@@ -22,7 +23,9 @@ class PerformanceTrigger(Trigger):
       champion's held-out rows, p < alpha). The test needs a proportion, so it applies to
       ``metric="accuracy"``; other metrics use ``threshold`` and ``min_drop`` as plain comparisons.
 
-    At least one of the two must be set. ``metric`` is a key of the served scores (accuracy, f1).
+    At least one of the two must be set. ``metric`` is one of ``perennial.evaluate.metrics.METRICS``
+    (accuracy, balanced_accuracy, f1, auroc, precision_at_recall): on a stream with a rare class,
+    accuracy stays high while the model misses every rare row, and balanced accuracy does not.
 
     >>> t = PerformanceTrigger(threshold=0.8)
     >>> t.value, t.validation = 0.75, 0.9
@@ -40,6 +43,7 @@ class PerformanceTrigger(Trigger):
         min_drop: float = 0.0,
         cooldown: int = 0,
     ) -> None:
+        check_metric(metric, "trigger.metric")
         if threshold is None and alpha is None:
             raise ValueError("trigger=performance needs trigger.threshold, trigger.alpha or both")
         if alpha is not None and not 0 < alpha < 1:
