@@ -37,7 +37,7 @@ from rich.table import Table
 
 PROG = "perennial-run"
 # Settings a resumed sweep may change: perennial-run leaves them out of the config a run must keep.
-FREE_KEYS = frozenset({"resume", "progress"})
+FREE_KEYS = frozenset({"resume", "progress", "logger"})
 
 Status = Literal["new", "started", "finished"]
 
@@ -285,7 +285,11 @@ def _bad_override(err: ConfigCompositionException) -> str:
 
 
 def _essential(overrides: list[str], parser: OverridesParser) -> list[str]:
-    return sorted(o.input_line for o in parser.parse_overrides(overrides) if o.key_or_group not in FREE_KEYS)
+    return sorted(
+        o.input_line
+        for o in parser.parse_overrides(overrides)
+        if o.key_or_group not in FREE_KEYS and not o.key_or_group.startswith("logger.")
+    )
 
 
 def _numbers(nums: Iterable[int]) -> str:
