@@ -378,6 +378,7 @@ class ContinuousDeployment:
             "n": len(window),
             "served_accuracy": served.accuracy,
             "static_accuracy": static.accuracy,
+            "served_balanced_accuracy": _finite(served.value("balanced_accuracy")),
             "served_f1": served.f1,
             "served_loss": served.loss,
             "champion": state["champion"],

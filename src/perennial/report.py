@@ -50,6 +50,8 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         "champion": registry.champion(),
         "served_accuracy": _mean(rows["served_accuracy"]),
         "static_accuracy": _mean(rows["static_accuracy"]),
+        # Accuracy hides a model that never finds a rare class; balanced accuracy does not.
+        "served_balanced_accuracy": _mean(rows.get("served_balanced_accuracy", pd.Series(dtype=float))),
         "recent": {
             "windows": len(tail),
             "served_accuracy": _mean(tail["served_accuracy"]),

@@ -1,6 +1,7 @@
 """Streams of time windows: the real and synthetic data perennial deploys on, and users' own tables."""
 
 from perennial.data.images import DigitsStream, FashionMNISTStream
+from perennial.data.rare import RareClassStream
 from perennial.data.synthetic import SyntheticStream
 from perennial.data.table import TableStream
 from perennial.data.weather import WeatherStream
@@ -11,6 +12,7 @@ __all__ = [
     "DataIssue",
     "DigitsStream",
     "FashionMNISTStream",
+    "RareClassStream",
     "Stream",
     "SyntheticStream",
     "TableStream",

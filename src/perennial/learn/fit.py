@@ -10,6 +10,7 @@ ran the same module about 1.6 ms a step slower (hooks, result collection, the op
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -114,11 +115,11 @@ def fit(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(deterministic or was_deterministic)
     try:
-        trained = fabric.launch(_train, module, data, epochs, batch_size, seed)
+        trained = fabric.launch(_train, module, data, epochs, batch_size, seed, os.getpid())
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     optimizer_state = trained.optimizer_state
-    if trained.weights is not None:  # trained in spawned workers: take rank 0's weights
+    if trained.weights is not None:  # trained in other processes: take rank 0's weights
         module.load_state_dict(_map_tree(trained.weights, torch.from_numpy))
         optimizer_state = _map_tree(optimizer_state, torch.from_numpy)
     module.cpu()
@@ -154,13 +155,20 @@ def _train(
     epochs: int,
     batch_size: int,
     seed: int,
+    caller_pid: int,
 ) -> _Trained:
+    # Launchers that start processes (ddp_spawn, ddp_fork) train copies, even with one device; the
+    # caller's module learns only what comes back.
+    launched = os.getpid() != caller_pid
     L.seed_everything(seed, workers=False, verbose=False)
     loader = BatchLoader(data, batch_size, seed, rank=fabric.global_rank, world_size=fabric.world_size)
     start = time.perf_counter()
     # On the device before the optimizer is built, so a parent's Adam state loads onto it too.
     module.to(fabric.device)
-    model, optimizer = fabric.setup(module, module.configure_optimizers())
+    optimizer = module.configure_optimizers()
+    if launched:
+        _own_optimizer_state(optimizer)
+    model, optimizer = fabric.setup(module, optimizer)
     model.train()
     step = 0
     for _ in range(epochs):
@@ -175,14 +183,28 @@ def _train(
     # pickles and trains again later like any other.
     module._fabric, module._fabric_optimizers = None, []
     optimizer_state = _map_tree(optimizer.state_dict(), lambda t: t.detach().cpu())
-    if fabric.world_size == 1:
+    if not launched:
         return _Trained(seconds, loader.samples_per_epoch() * epochs, optimizer_state, weights=None)
-    # A spawned worker's tensors would reach the parent as shared-memory handles that close when the
-    # worker exits, so they travel as numpy arrays, copied by value.
+    # A worker's tensors would reach the parent as shared-memory handles that close when the worker
+    # exits, so they travel as numpy arrays, copied by value.
     weights = _map_tree(module.state_dict(), lambda t: t.detach().cpu().numpy())
     return _Trained(
         seconds, loader.samples_per_epoch() * epochs, _map_tree(optimizer_state, torch.Tensor.numpy), weights
     )
+
+
+def _own_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give this process its own copy of the state the optimizer loaded (a parent version's Adam moments
+    and step counts).
+
+    Spawn hands every tensor to the workers as one shared-memory copy; Lightning unshares the module's
+    parameters and buffers but not this, and Adam updates it in place. Shared, each rank would add its
+    steps to the same counters and its gradients to the same moments.
+    """
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[key] = value.clone()
 
 
 def _map_tree(tree, fn):
