@@ -7,7 +7,7 @@ import pytest
 
 from perennial.data import DataError, DigitsStream
 from perennial.evaluate import PromotionGate
-from perennial.learn import ReservoirBuffer, StatefulUpdate, StatelessUpdate
+from perennial.learn import HybridUpdate, ReservoirBuffer, StatefulUpdate, StatelessUpdate
 from perennial.registry import Registry, load_tree
 from perennial.report import summarize
 from perennial.triggers import TimeTrigger
@@ -187,3 +187,17 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
 def test_a_stream_too_short_for_the_warm_up_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="warmup_windows=6"):
         make_loop(tmp_path, warmup_windows=6)
+
+
+def test_the_hybrid_schedule_fine_tunes_and_retrains_every_third_update(tmp_path):
+    always = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0)
+    loop = make_loop(tmp_path, update=HybridUpdate(epochs=2, retrain_every=3), gate=always)
+    loop.run()
+    records = loop.registry.versions()
+    assert [v.id for v in records] == ["v1", "v1.1", "v1.2", "v2", "v2.1", "v2.2"]
+    assert [v.kind for v in records] == ["stateless", "stateful", "stateful"] * 2
+    assert [v.parent for v in records] == [None, "v1", "v1.1", None, "v2", "v2.1"]
+    v2 = loop.registry.get("v2")
+    assert v2.trained_on_windows == [0, 1, 2, 3]  # a retrain sees all history, not only the new window
+    with pytest.raises(ValueError, match=r"update\.retrain_every must be an integer >= 2, got 1"):
+        HybridUpdate(retrain_every=1)

@@ -320,8 +320,9 @@ class ContinuousDeployment:
 
         # 4. An update makes a candidate from the labelled windows since the last one.
         pending = list(state["pending"])
-        stateful = self.update.kind == "stateful"
-        cand = self.update.run(
+        update = self.update.choose(self.registry.versions())  # a hybrid picks per update
+        stateful = update.kind == "stateful"
+        cand = update.run(
             self.build,
             champion if stateful else None,
             self.train_splits(t, _quarantined(state)),

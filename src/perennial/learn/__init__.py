@@ -4,7 +4,7 @@ from perennial.learn.backbones import MLP, SmallCNN
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer
 from perennial.learn.strategies import DER, EWC, LwF, Regularizer
-from perennial.learn.updater import StatefulUpdate, StatelessUpdate, TrainedCandidate, Update
+from perennial.learn.updater import HybridUpdate, StatefulUpdate, StatelessUpdate, TrainedCandidate, Update
 
 __all__ = [
     "DER",
@@ -12,6 +12,7 @@ __all__ = [
     "MLP",
     "ClassBalancedBuffer",
     "ClassifierModule",
+    "HybridUpdate",
     "LwF",
     "Regularizer",
     "ReplayBuffer",

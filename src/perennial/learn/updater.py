@@ -1,4 +1,5 @@
-"""The two kinds of update: stateless retraining from scratch, and stateful fine-tuning with replay."""
+"""The kinds of update: stateless retraining from scratch, stateful fine-tuning with replay, and a
+hybrid of the two on a schedule."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ class Update(ABC):
 
     def replay_count(self, n_new: int, buffer: ReplayBuffer | None) -> int:
         return 0
+
+    def choose(self, versions: Sequence) -> Update:
+        """The update to run next, given the registry's versions in creation order (this one)."""
+        return self
 
     def run(
         self,
@@ -180,3 +185,58 @@ class StatefulUpdate(Update):
         if buffer is None or len(buffer) == 0:
             return 0
         return round(n_new * self.replay_fraction / (1 - self.replay_fraction))
+
+
+class HybridUpdate(Update):
+    """Stateful fine-tuning, with a stateless retrain on all history every ``retrain_every``-th
+    update: v1, v1.1, v1.2, v2, v2.1, v2.2, v3 ... at ``retrain_every=3``.
+
+    Fine-tuning is cheap and keeps what the line has learned, but many small steps drift: each
+    starts from the last, its errors and the optimizer state it inherits included. A periodic
+    retrain from scratch starts a new line from all the data, and the gate decides whether it
+    beats the line it would replace. Rejected candidates count as updates too.
+
+    >>> from types import SimpleNamespace as V
+    >>> hybrid = HybridUpdate(retrain_every=3)
+    >>> [hybrid.choose([V(kind=k) for k in ks]).kind for ks in (["stateless"], ["stateless", "stateful"],
+    ...  ["stateless", "stateful", "stateful"])]
+    ['stateful', 'stateful', 'stateless']
+    """
+
+    kind = "hybrid"
+
+    def __init__(
+        self,
+        epochs: int = 20,
+        retrain_every: int = 3,
+        replay_fraction: float = 0.5,
+        recent_windows: int | None = None,
+        history: str | int = "all",
+        **kwargs,
+    ) -> None:
+        super().__init__(epochs, **kwargs)
+        if isinstance(retrain_every, bool) or not isinstance(retrain_every, int) or retrain_every < 2:
+            raise ValueError(f"update.retrain_every must be an integer >= 2, got {retrain_every!r}")
+        self.retrain_every = retrain_every
+        self.stateful = StatefulUpdate(epochs, replay_fraction, recent_windows, **kwargs)
+        self.stateless = StatelessUpdate(epochs, history, **kwargs)
+
+    def choose(self, versions: Sequence) -> Update:
+        since = 0  # updates since the newest stateless version (v1 is one)
+        for version in reversed(versions):
+            if version.kind == "stateless":
+                break
+            since += 1
+        return self.stateless if since + 1 >= self.retrain_every else self.stateful
+
+    # Run directly (not through choose), a hybrid fine-tunes.
+    def start(
+        self, build: Callable[[], ClassifierModule], champion: ClassifierModule | None
+    ) -> ClassifierModule:
+        return self.stateful.start(build, champion)
+
+    def training_windows(self, new: list[int], seen: list[int]) -> list[int]:
+        return self.stateful.training_windows(new, seen)
+
+    def replay_count(self, n_new: int, buffer: ReplayBuffer | None) -> int:
+        return self.stateful.replay_count(n_new, buffer)
