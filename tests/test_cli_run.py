@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from perennial.cli.common import stream_and_builder
 from perennial.cli.run import CONF_DIR
 from perennial.learn.fit import make_fabric
 
@@ -146,6 +147,10 @@ def test_every_config_instantiates(group, option, tmp_path):
     if group == "strategy":
         assert node.buffer is None or len(instantiate(node.buffer)) == 0
         assert all(instantiate(r).name for r in node.get("regularizers") or [])
+        return
+    if group == "data":  # built as perennial-run builds it: label_delay belongs to the loop
+        stream, _ = stream_and_builder(cfg)
+        assert stream.label_delay == node.label_delay == 0
         return
     built = instantiate(node)
     if group == "model":

@@ -17,10 +17,18 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from perennial.data.window import DataError, Stream, Window, holdout_split, window_seed
+from perennial.data.window import (
+    DataError,
+    Stream,
+    Window,
+    check_label_delay,
+    holdout_split,
+    label_arrivals,
+    window_seed,
+)
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
 from perennial.evaluate.metrics import Evaluation, evaluate
-from perennial.evaluate.screening import ScreenResult, WindowScreen
+from perennial.evaluate.screening import WindowScreen
 from perennial.learn.fit import make_fabric
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
@@ -100,6 +108,15 @@ class ContinuousDeployment:
         self._splits: dict[int, Split] = {}
         self._reference_cache: tuple[tuple, np.ndarray] = ((), np.empty(0))
         self._trusted: tuple[np.ndarray, np.ndarray] | None = None
+        self.label_delay = check_label_delay(getattr(stream, "label_delay", 0))
+        # Which windows' labels land at each step; without a delay, each window's own.
+        self.arrivals = label_arrivals(self.windows, settings.warmup_windows, self.label_delay)
+        if self.label_delay and rollout is not None:
+            raise ValueError(
+                f"rollout={rollout.kind} decides from labels on the traffic it serves; with "
+                f"data.label_delay={self.label_delay!r} use rollout=none"
+            )
+        self._served: tuple[str, ClassifierModule | None] = ("", None)  # a past champion, for late labels
         self.trusted_rows()  # a trusted-set file that cannot be used fails now, naming itself
         if len(self.windows) <= settings.warmup_windows:
             raise DataError(
@@ -268,47 +285,54 @@ class ContinuousDeployment:
     def step(
         self, t: int, state: dict, champion: ClassifierModule, static: ClassifierModule
     ) -> ClassifierModule:
-        window = self.windows[t]
-        # 1-2. The champion and the never-updated v1 predict the window before its labels are used.
-        served, static_eval = evaluate(champion, window.x, window.y), evaluate(static, window.x, window.y)
-        champion_record = self.registry.get(state["champion"])
-        in_rollout = bool(state.get("rollout"))
-        probabilities = champion.predict_logits(window.x).softmax(1).numpy()
-        # 3. Labels arrive. A screened window whose labels look poisoned is set aside here: no trigger,
-        # update, buffer or gate ever sees it.
-        screened = self.screen.screen(window.x, window.y, probabilities) if self.screen is not None else None
-        if screened is not None and screened.quarantine:
-            return self.quarantine(t, state, champion, served, static_eval, screened)
-        if screened is not None:
-            self.screen.accept(window.x, window.y, probabilities)
-        # Triggers observe the window and may fire.
-        self.trigger.update(
-            Observation(
-                window,
-                served.scores(),
-                champion_record.n_samples,
-                position=t,
-                champion=champion,
-                champion_metrics=champion_record.metrics,
-                champion_windows=tuple(champion_record.trained_on_windows),
-                probabilities=probabilities,
-                reference=self.reference_rows,
+        # 1. The champion serves window t. Its accuracy, and everything that needs labels, waits for
+        # them: with data.label_delay they land windows later (at once without a delay).
+        row = self.window_row(t, state)
+        # 2. Labels arrive. A screened window whose labels look poisoned is set aside: no trigger,
+        # update, buffer or gate ever sees it. The rest go to the triggers, which may fire.
+        observed = False
+        for w in self.arrivals.get(t, []):
+            labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
+            served, probabilities = self.label(labelled, w, champion, state["champion"], static)
+            screened = self.screen.screen(*self.xy(w), probabilities) if self.screen is not None else None
+            if screened is not None and screened.quarantine:
+                labelled["screen"] = f"quarantined: {screened.reason}"
+                evidence = {"window": w, "flagged": screened.flagged, "reason": screened.reason}
+                state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
+                continue
+            if screened is not None:
+                self.screen.accept(*self.xy(w), probabilities)
+                if screened.flagged:
+                    labelled["screen"] = f"accepted: {screened.reason}"
+            champion_record = self.registry.get(state["champion"])
+            self.trigger.update(
+                Observation(
+                    self.windows[w],
+                    served.scores(),
+                    champion_record.n_samples,
+                    position=w,
+                    champion=champion,
+                    champion_metrics=champion_record.metrics,
+                    champion_windows=tuple(champion_record.trained_on_windows),
+                    probabilities=probabilities,
+                    reference=self.reference_rows,
+                )
             )
-        )
-        state["pending"].append(t)
-        firing = self.trigger.fires()
-        test = firing.to_dict() if firing else self.trigger.last_test()
-        row = self.window_row(t, state, served, static_eval) | {
+            observed = True
+            state["pending"].append(w)
+        firing = self.trigger.fires() if observed else None
+        test = firing.to_dict() if firing else (self.trigger.last_test() if observed else {})
+        row |= {
             "trigger": firing.name if firing else "",
             "trigger_reason": firing.reason if firing else "",
             "trigger_statistic": _finite(test.get("statistic")),
             "trigger_p_value": _finite(test.get("p_value")),
         }
-        if screened is not None and screened.flagged:
-            row["screen"] = f"accepted: {screened.reason}"
-        if in_rollout:  # the candidate meets this window's traffic; its outcome commits with the window
+        if state.get("rollout") and not row["screen"].startswith("quarantined"):
+            # The candidate meets this window's traffic (labels at once: rollouts refuse a delay);
+            # its outcome commits with the window, and updates wait until it is decided.
             with self.registry.transaction():
-                champion = self.rollout_window(t, window, state, champion, row)
+                champion = self.rollout_window(t, self.windows[t], state, champion, row)
                 state["rows"].append(row)
                 self.checkpoint(state, t)
             return champion
@@ -318,14 +342,14 @@ class ContinuousDeployment:
                 self.checkpoint(state, t)
             return champion
 
-        # 4. An update makes a candidate from the labelled windows since the last one.
+        # 3. An update makes a candidate from the labelled windows since the last one.
         pending = list(state["pending"])
         update = self.update.choose(self.registry.versions())  # a hybrid picks per update
         stateful = update.kind == "stateful"
         cand = update.run(
             self.build,
             champion if stateful else None,
-            self.train_splits(t, _quarantined(state)),
+            self.train_splits(pending[-1], _quarantined(state)),
             pending,
             self.buffer,
             window_seed(self.settings.seed, t),
@@ -334,7 +358,7 @@ class ContinuousDeployment:
         )
         for i in pending:
             self.feed_buffer(i, cand.module)
-        # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
+        # 4. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
         decision, fresh = self.judge(cand.module, champion, pending, _quarantined(state))
         self.trigger.reset()
         state["pending"] = []
@@ -369,19 +393,45 @@ class ContinuousDeployment:
             self.checkpoint(state, t)
         return cand.module if label == "promoted" else champion
 
-    def window_row(self, t: int, state: dict, served: Evaluation, static: Evaluation) -> dict:
-        """Window ``t``'s row of windows.csv, with every column at its empty value."""
+    def xy(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.windows[w].x, self.windows[w].y
+
+    def label(
+        self, row: dict, w: int, champion: ClassifierModule, champion_id: str, static: ClassifierModule
+    ) -> tuple[Evaluation, np.ndarray]:
+        """Window ``w``'s labels are in: score the model that served it (named in its row) and the
+        never-updated v1 on them, into the row; returns the served scores and the current champion's
+        class probabilities on the window."""
+        server = champion
+        if row["champion"] != champion_id:  # labels that land late find another champion serving
+            if self._served[0] != row["champion"]:
+                self._served = (row["champion"], self.load(row["champion"]))
+            server = self._served[1]
+        x, y = self.xy(w)
+        served, static_eval = evaluate(server, x, y), evaluate(static, x, y)
+        row |= {
+            "served_accuracy": served.accuracy,
+            "static_accuracy": static_eval.accuracy,
+            "served_balanced_accuracy": _finite(served.value("balanced_accuracy")),
+            "served_f1": served.f1,
+            "served_loss": served.loss,
+        }
+        return served, champion.predict_logits(x).softmax(1).numpy()
+
+    def window_row(self, t: int, state: dict) -> dict:
+        """Window ``t``'s row of windows.csv, with every column at its empty value; the scores stay
+        empty until its labels arrive."""
         window = self.windows[t]
         return {
             "window": t,
             "start": str(window.start),
             "end": str(window.end),
             "n": len(window),
-            "served_accuracy": served.accuracy,
-            "static_accuracy": static.accuracy,
-            "served_balanced_accuracy": _finite(served.value("balanced_accuracy")),
-            "served_f1": served.f1,
-            "served_loss": served.loss,
+            "served_accuracy": None,
+            "static_accuracy": None,
+            "served_balanced_accuracy": None,
+            "served_f1": None,
+            "served_loss": None,
             "champion": state["champion"],
             "trigger": "",
             "trigger_reason": "",
@@ -397,24 +447,6 @@ class ContinuousDeployment:
             "rollout_p_value": None,
             "screen": "",
         }
-
-    def quarantine(
-        self,
-        t: int,
-        state: dict,
-        champion: ClassifierModule,
-        served: Evaluation,
-        static: Evaluation,
-        screened: ScreenResult,
-    ) -> ClassifierModule:
-        """Set window ``t`` aside with the screen's evidence; the champion serves on."""
-        row = self.window_row(t, state, served, static) | {"screen": f"quarantined: {screened.reason}"}
-        evidence = {"window": t, "flagged": screened.flagged, "reason": screened.reason}
-        state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
-        with self.registry.transaction():
-            state["rows"].append(row)
-            self.checkpoint(state, t)
-        return champion
 
     # ---- online evaluation ------------------------------------------------------------------
     def rollout_salt(self, candidate: str) -> str:

@@ -69,6 +69,10 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         ],
         "compute": {k: round(v, 3) if isinstance(v, float) else v for k, v in state["compute"].items()},
         "quarantined_rows": int(stream.quarantined_rows),
+        # With data.label_delay, accuracy counts the windows whose labels landed before the stream
+        # ended; a sweep over the delay (perennial-report) shows what the wait costs.
+        "label_delay": getattr(stream, "label_delay", 0),
+        "unlabelled_windows": int(rows["served_accuracy"].isna().sum()),
         # Windows the screen set aside as poisoned, with the checks that flagged them.
         "quarantined_windows": [
             {"window": q["window"], "flagged": q["flagged"], "reason": q["reason"]}

@@ -93,6 +93,9 @@ class Stream(ABC):
     classes: list = field(init=False, default_factory=list)
     issues: list[DataIssue] = field(init=False, default_factory=list)
     quarantine: pd.DataFrame = field(init=False, default_factory=pd.DataFrame)
+    # How late each window's labels land: a number of windows, or a duration such as "30D" after the
+    # window ends (data.label_delay). Predictions are served at once; nothing uses labels before.
+    label_delay: int | str = field(init=False, default=0)
 
     @abstractmethod
     def windows(self) -> list[Window]:
@@ -111,3 +114,44 @@ class Stream(ABC):
     @property
     def quarantined_rows(self) -> int:
         return len(self.quarantine)
+
+
+def check_label_delay(delay: object) -> int | str:
+    """``data.label_delay`` as a window count (int >= 0) or a pandas duration string ("30D")."""
+    bad = DataError(f"data.label_delay must be a window count >= 0 or a duration like '30D', got {delay!r}")
+    if isinstance(delay, bool) or delay is None:
+        raise bad
+    if isinstance(delay, int):
+        if delay < 0:
+            raise bad
+        return delay
+    try:
+        negative = pd.Timedelta(str(delay)) < pd.Timedelta(0)
+    except ValueError:
+        raise bad from None
+    if negative:
+        raise bad
+    return str(delay)
+
+
+def label_arrivals(windows: list[Window], first: int, delay: int | str) -> dict[int, list[int]]:
+    """For each step, the windows (from ``first`` on) whose labels land then: ``delay`` windows
+    after their own, or at the first window that ends ``delay`` (a duration) after theirs ends.
+    Labels due after the last window never land."""
+    arrivals: dict[int, list[int]] = {}
+    for w in range(first, len(windows)):
+        if isinstance(delay, int):
+            step = w + delay
+        else:
+            end = windows[w].end
+            if not isinstance(end, pd.Timestamp | np.datetime64):
+                raise DataError(
+                    f"data.label_delay={delay!r} is a duration, but stream windows end at row positions "
+                    f"({end!r}), not times; give a number of windows"
+                )
+            due = pd.Timestamp(end) + pd.Timedelta(delay)
+            later = (s for s in range(w, len(windows)) if pd.Timestamp(windows[s].end) >= due)
+            step = next(later, len(windows))
+        if step < len(windows):
+            arrivals.setdefault(step, []).append(w)
+    return arrivals
