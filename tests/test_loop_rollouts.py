@@ -60,9 +60,9 @@ def test_a_good_canary_is_promoted_after_walking_its_steps(tmp_path):
     assert summary["rollouts"] and summary["promoted"] >= 1
 
 
-def test_a_poisoned_candidate_passes_the_offline_gate_and_is_rolled_back_live(tmp_path, monkeypatch):
+def _poisoned_run(tmp_path, monkeypatch, rollout):
+    """A run whose update at window 3 trains, without replay, on windows 1-3 with every label flipped."""
     update = StatefulUpdate(epochs=20, replay_fraction=0.0)
-    canary = Canary(steps=[0.05, 0.5, 1.0], min_samples=100)
     loop = make_loop(
         tmp_path,
         stream=stream(),
@@ -70,10 +70,14 @@ def test_a_poisoned_candidate_passes_the_offline_gate_and_is_rolled_back_live(tm
         buffer=None,
         trigger=TimeTrigger(every=3),
         gate=ALWAYS,
-        rollout=canary,
+        rollout=rollout,
     )
     _poison_windows(loop, monkeypatch, {1, 2, 3})
-    state = loop.run()
+    return loop, loop.run()
+
+
+def test_a_poisoned_candidate_passes_the_offline_gate_and_is_rolled_back_live(tmp_path, monkeypatch):
+    loop, state = _poisoned_run(tmp_path, monkeypatch, Canary(steps=[0.05, 0.5, 1.0], min_samples=100))
     poisoned = next(r for r in state["rows"] if r["window"] == 3)["candidate"]  # trained on windows 1-3
     live = [r for r in state["rows"] if r["rollout_candidate"] == poisoned]
     assert live[-1]["rollout_decision"] == "reject"
@@ -86,18 +90,7 @@ def test_a_poisoned_candidate_passes_the_offline_gate_and_is_rolled_back_live(tm
 
 
 def test_interleaving_rejects_a_poisoned_candidate_and_records_its_wins(tmp_path, monkeypatch):
-    update = StatefulUpdate(epochs=20, replay_fraction=0.0)
-    loop = make_loop(
-        tmp_path,
-        stream=stream(),
-        update=update,
-        buffer=None,
-        trigger=TimeTrigger(every=3),
-        gate=ALWAYS,
-        rollout=Interleave(min_impressions=100),
-    )
-    _poison_windows(loop, monkeypatch, {1, 2, 3})
-    state = loop.run()
+    loop, state = _poisoned_run(tmp_path, monkeypatch, Interleave(min_impressions=100))
     poisoned = next(r for r in state["rows"] if r["window"] == 3)["candidate"]
     live = [r for r in state["rows"] if r["rollout_candidate"] == poisoned]
     assert [r["rollout"] for r in live] == ["interleave"] * len(live)

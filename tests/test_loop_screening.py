@@ -56,7 +56,7 @@ def test_without_the_screen_the_trusted_set_rejects_the_poisoned_candidate(tmp_p
     row = next(r for r in state["rows"] if r["window"] == 5)
     assert row["decision"] == "rejected"
     reason = loop.registry.decisions(row["candidate"])[-1]["numbers"]["reason"]
-    assert "trusted reference set" in reason
+    assert "worse on the trusted set" in reason
     assert loop.registry.get(loop.registry.champion()).trained_on_windows != [5]
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from perennial.data.window import DataError, Stream, check_label_delay
+from perennial.data.window import DataError, Stream
 from perennial.learn.module import ClassifierModule
 
 USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
@@ -26,10 +26,7 @@ def build_module(backbone_factory, in_shape: tuple[int, ...], n_classes: int) ->
 
 def stream_and_builder(cfg: DictConfig) -> tuple[Stream, Callable[[], ClassifierModule]]:
     """The stream of ``cfg.data`` and a function that builds a fresh, untrained ``cfg.model`` for it."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    delay = data.pop("label_delay", 0)  # how late labels land; every stream may declare it
-    stream = instantiate(data)
-    stream.label_delay = check_label_delay(delay)
+    stream = instantiate(cfg.data)
     build = partial(build_module, instantiate(cfg.model), tuple(stream.feature_shape), stream.n_classes)
     return stream, build
 

@@ -95,7 +95,8 @@ class Stream(ABC):
     quarantine: pd.DataFrame = field(init=False, default_factory=pd.DataFrame)
     # How late each window's labels land: a number of windows, or a duration such as "30D" after the
     # window ends (data.label_delay). Predictions are served at once; nothing uses labels before.
-    label_delay: int | str = field(init=False, default=0)
+    # Keyword-only, so that every stream takes it after its own arguments.
+    label_delay: int | str = field(default=0, kw_only=True)
 
     @abstractmethod
     def windows(self) -> list[Window]:

@@ -131,28 +131,24 @@ class PromotionGate:
             }
         if worse:
             return GateDecision(False, f"{name} worse on fresh data by {-diff:.3f} (p={p:.3g})", numbers)
-        if trusted_candidate is not None and trusted_champion is not None and trusted_candidate.n > 0:
-            drop = trusted_champion.value(name) - trusted_candidate.value(name)
+        # Then the trusted reference set, then forgetting: the drop in the metric may not pass the tolerance.
+        trusted, past = self.trusted_tolerance, self.forgetting_tolerance
+        held_out = (
+            ("trusted", trusted_candidate, trusted_champion, trusted, "worse on the trusted set"),
+            ("past", past_candidate, past_champion, past, "forgets earlier windows"),
+        )
+        for prefix, candidate, champion, tolerance, failure in held_out:
+            if candidate is None or champion is None or candidate.n == 0:
+                continue
+            drop = champion.value(name) - candidate.value(name)
             numbers |= {
-                "trusted_candidate_accuracy": trusted_candidate.accuracy,
-                "trusted_champion_accuracy": trusted_champion.accuracy,
-                "trusted_drop": drop,
-                "n_trusted": trusted_candidate.n,
+                f"{prefix}_candidate_accuracy": candidate.accuracy,
+                f"{prefix}_champion_accuracy": champion.accuracy,
+                f"{prefix}_drop": drop,
+                f"n_{prefix}": candidate.n,
             }
-            if drop > self.trusted_tolerance:
-                reason = f"{name} worse on the trusted reference set: {drop:.3f} below the champion"
-                return GateDecision(False, reason, numbers)
-        if past_candidate is not None and past_champion is not None and past_candidate.n > 0:
-            drop = past_champion.value(name) - past_candidate.value(name)
-            numbers |= {
-                "past_candidate_accuracy": past_candidate.accuracy,
-                "past_champion_accuracy": past_champion.accuracy,
-                "past_drop": drop,
-                "n_past": past_candidate.n,
-            }
-            if drop > self.forgetting_tolerance:
-                reason = f"forgets earlier windows: {name} {drop:.3f} below the champion"
-                return GateDecision(False, reason, numbers)
+            if drop > tolerance:
+                return GateDecision(False, f"{failure}: {name} {drop:.3f} below the champion", numbers)
         return GateDecision(True, f"fresh diff {diff:+.3f} (p_worse={p:.3g})", numbers)
 
 
