@@ -288,38 +288,8 @@ class ContinuousDeployment:
         # 1. The champion serves window t. Its accuracy, and everything that needs labels, waits for
         # them: with data.label_delay they land windows later (at once without a delay).
         row = self.window_row(t, state)
-        # 2. Labels arrive. A screened window whose labels look poisoned is set aside: no trigger,
-        # update, buffer or gate ever sees it. The rest go to the triggers, which may fire.
-        observed = False
-        for w in self.arrivals.get(t, []):
-            labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
-            served, probabilities = self.label(labelled, w, champion, state["champion"], static)
-            screened = self.screen.screen(*self.xy(w), probabilities) if self.screen is not None else None
-            if screened is not None and screened.quarantine:
-                labelled["screen"] = f"quarantined: {screened.reason}"
-                evidence = {"window": w, "flagged": screened.flagged, "reason": screened.reason}
-                state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
-                continue
-            if screened is not None:
-                self.screen.accept(*self.xy(w), probabilities)
-                if screened.flagged:
-                    labelled["screen"] = f"accepted: {screened.reason}"
-            champion_record = self.registry.get(state["champion"])
-            self.trigger.update(
-                Observation(
-                    self.windows[w],
-                    served.scores(),
-                    champion_record.n_samples,
-                    position=w,
-                    champion=champion,
-                    champion_metrics=champion_record.metrics,
-                    champion_windows=tuple(champion_record.trained_on_windows),
-                    probabilities=probabilities,
-                    reference=self.reference_rows,
-                )
-            )
-            observed = True
-            state["pending"].append(w)
+        # 2. Labels arrive; the triggers observe the windows they label, and may fire.
+        observed = self.land_labels(t, row, state, champion, static)
         firing = self.trigger.fires() if observed else None
         test = firing.to_dict() if firing else (self.trigger.last_test() if observed else {})
         row |= {
@@ -392,6 +362,44 @@ class ContinuousDeployment:
             state["rows"].append(row)
             self.checkpoint(state, t)
         return cand.module if label == "promoted" else champion
+
+    def land_labels(
+        self, t: int, row: dict, state: dict, champion: ClassifierModule, static: ClassifierModule
+    ) -> bool:
+        """The labels that land at step ``t`` (window ``t``'s own without a delay) score the windows
+        they belong to and go to the triggers; returns whether the triggers observed any. A screened
+        window whose labels look poisoned is set aside: no trigger, update, buffer or gate sees it."""
+        observed = False
+        for w in self.arrivals.get(t, []):
+            labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
+            served, probabilities = self.label(labelled, w, champion, state["champion"], static)
+            screened = self.screen.screen(*self.xy(w), probabilities) if self.screen is not None else None
+            if screened is not None and screened.quarantine:
+                labelled["screen"] = f"quarantined: {screened.reason}"
+                evidence = {"window": w, "flagged": screened.flagged, "reason": screened.reason}
+                state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
+                continue
+            if screened is not None:
+                self.screen.accept(*self.xy(w), probabilities)
+                if screened.flagged:
+                    labelled["screen"] = f"accepted: {screened.reason}"
+            champion_record = self.registry.get(state["champion"])
+            self.trigger.update(
+                Observation(
+                    self.windows[w],
+                    served.scores(),
+                    champion_record.n_samples,
+                    position=w,
+                    champion=champion,
+                    champion_metrics=champion_record.metrics,
+                    champion_windows=tuple(champion_record.trained_on_windows),
+                    probabilities=probabilities,
+                    reference=self.reference_rows,
+                )
+            )
+            observed = True
+            state["pending"].append(w)
+        return observed
 
     def xy(self, w: int) -> tuple[np.ndarray, np.ndarray]:
         return self.windows[w].x, self.windows[w].y
