@@ -36,7 +36,9 @@ from bench_update import (
     LR,
     REPLAY_FRACTION,
     TRAINER,
+    FirstWindows,
     add_out_argument,
+    build_module,
     command,
     load_average,
     machine,
@@ -134,13 +136,8 @@ def setups(args) -> list[Setup]:
 def run_loop(setup: Setup, stream: Stream, workdir: Path, defended: bool) -> dict:
     """The loop (stateful + replay, every window, default gate) on ``stream``; with ``defended`` the
     screen and the trusted reference set are on. Returns the state and the registry's versions."""
-    build = partial(
-        lambda hidden: ClassifierModule(
-            MLP(in_shape=tuple(stream.feature_shape), n_classes=len(stream.classes), hidden=hidden),
-            len(stream.classes),
-        ),
-        setup.hidden,
-    )
+    backbone = partial(MLP, hidden=setup.hidden)
+    build = partial(build_module, backbone, tuple(stream.feature_shape), len(stream.classes))
     registry = Registry(workdir / "registry")
     loop = ContinuousDeployment(
         stream=stream,
@@ -239,8 +236,6 @@ def main(argv: list[str] | None = None) -> None:
     for setup in setups(args):
         stream = setup.stream
         if args.quick and stream.name.startswith("weather"):
-            from bench_update import FirstWindows
-
             stream = FirstWindows(inner=stream, n=12)
             setup = replace(setup, stream=stream, poisoned=(6,))
         clean = stream.windows()

@@ -424,7 +424,9 @@ class ContinuousDeployment:
             "served_f1": served.f1,
             "served_loss": served.loss,
         }
-        return served, champion.predict_logits(x).softmax(1).numpy()
+        # The champion's probabilities: those of the scoring above when it served the window itself.
+        probabilities = served.probs if server is champion else champion.predict_logits(x).softmax(1).numpy()
+        return served, probabilities
 
     def window_row(self, t: int, state: dict) -> dict:
         """Window ``t``'s row of windows.csv, with every column at its empty value; the scores stay

@@ -87,9 +87,9 @@ class Evaluation:
 
     @cached_property
     def _values(self) -> dict[str, float]:
-        values = {"accuracy": self.accuracy, "f1": self.f1}
+        values = dict.fromkeys(METRICS, float("nan")) | {"accuracy": self.accuracy, "f1": self.f1}
         if self.probs is None or self.n == 0:
-            return values | dict.fromkeys(METRICS[1:], float("nan")) | {"f1": self.f1}
+            return values
         with warnings.catch_warnings():  # classes absent from a window are expected, not news
             warnings.simplefilter("ignore", UserWarning)
             return values | self._imbalance_scores()
