@@ -314,8 +314,13 @@ def run_perennial(
             buffer=buffer,
             registry=registry,
             run_dir=run_dir,
+            # Avalanche's models have an output for every class from the start: so do these.
             settings=LoopSettings(
-                warmup_windows=1, initial_epochs=args.epochs, holdout_fraction=HOLDOUT, seed=bench.seed
+                warmup_windows=1,
+                initial_epochs=args.epochs,
+                holdout_fraction=HOLDOUT,
+                seed=bench.seed,
+                head="full",
             ),
             trainer=TRAINER,
             config={"bench": SECTION, "stream": bench.stream.name, "method": method},
@@ -792,7 +797,7 @@ Forgetting and BWT come from `perennial.evaluate.forgetting` and `backward_trans
 held-out rows after the last window.
 
 perennial side: the real `ContinuousDeployment` loop with `LoopSettings(warmup_windows=1,
-initial_epochs={args.epochs}, holdout_fraction={HOLDOUT})`, trigger `EveryWindow`, the trainer of
+initial_epochs={args.epochs}, holdout_fraction={HOLDOUT}, head="full")`, trigger `EveryWindow`, the trainer of
 conf/trainer/cpu.yaml, and a gate that always promotes (`PromotionGate(tolerance=1.0,
 forgetting_tolerance=1.0)`; every run was checked to promote all 4 candidates), so the strategies are
 compared, not the gate. Methods: naive is `StatefulUpdate(replay_fraction=0)` with no buffer; replay

@@ -19,8 +19,10 @@ from perennial.triggers import EveryWindow
 torch.set_num_threads(1)
 
 
-def build_mlp(in_shape, n_classes, hidden=(32,)) -> ClassifierModule:
-    return ClassifierModule(MLP(in_shape=in_shape, n_classes=n_classes, hidden=hidden), n_classes)
+def build_mlp(in_shape, n_classes, hidden=(32,), known_classes=None, n_features=None) -> ClassifierModule:
+    backbone = MLP(in_shape=(n_features,) if n_features else in_shape, n_classes=known_classes or n_classes,
+                   hidden=hidden)
+    return ClassifierModule(backbone, n_classes, known_classes, n_features)
 
 
 def small_stream(**kw) -> SyntheticStream:
@@ -47,6 +49,8 @@ def make_loop(
     regularizers=(),
     rollout=None,
     screen=None,
+    build=None,
+    challenger=None,
     **settings,
 ):
     stream = stream or small_stream()
@@ -54,7 +58,7 @@ def make_loop(
         buffer = ReservoirBuffer(capacity=300, seed=0)
     return ContinuousDeployment(
         stream=stream,
-        build=partial(build_mlp, tuple(stream.feature_shape), stream.n_classes),
+        build=build or partial(build_mlp, tuple(stream.feature_shape), stream.n_classes),
         update=update or StatefulUpdate(epochs=3, replay_fraction=0.5),
         trigger=trigger or EveryWindow(),
         gate=gate or PromotionGate(),
@@ -67,6 +71,7 @@ def make_loop(
         regularizers=regularizers,
         rollout=rollout,
         screen=screen,
+        challenger=challenger,
     )
 
 

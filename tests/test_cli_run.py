@@ -121,6 +121,18 @@ def test_resume_true_continues_the_newest_run_of_the_same_name(tmp_path):
     assert changed.returncode == 2 and "different config" in changed.stderr
 
 
+def test_a_challenger_line_runs_from_the_command_line_and_a_bad_preset_is_named(tmp_path):
+    args = ["data=synthetic", "data.n_samples=2000", "data.window=500", *FAST]
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+    done = perennial_run(*args, "challenger.model=mlp_wide", run_dir, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert sum(summary["challengers"].values()) == 3  # one at each of the 3 updates
+    bad = perennial_run(*args, "challenger.model=resnet", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "challenger.model='resnet' is not a preset of conf/model" in bad.stderr
+
+
 # experiment/ holds whole-sweep presets (tests/test_sweeps.py composes them); hydra/ holds launchers.
 GROUPS = {
     p.name: sorted(f.stem for f in p.glob("*.yaml"))

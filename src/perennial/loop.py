@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from perennial.data.window import (
     check_label_delay,
     holdout_split,
     label_arrivals,
+    present_features,
     window_seed,
 )
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
@@ -45,18 +46,43 @@ CHECKPOINT_KEY = "loop"
 @dataclass(frozen=True)
 class LoopSettings:
     """``warmup_windows`` train v1; each window keeps ``holdout_fraction`` of its rows unseen by
-    training, for the gate and the accuracy matrix; ``initial_epochs`` trains v1 from scratch."""
+    training, for the gate and the accuracy matrix; ``initial_epochs`` trains v1 from scratch.
+    ``head``: ``grow`` gives a model outputs for the classes seen so far and widens them when new
+    ones arrive; ``full`` gives every model an output for each of the stream's classes from v1."""
 
     warmup_windows: int = 3
     holdout_fraction: float = 0.2
     initial_epochs: int = 20
     seed: int = 0
+    head: str = "grow"
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 1:
             raise ValueError(f"loop.warmup_windows must be >= 1, got {self.warmup_windows}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"loop.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.head not in ("grow", "full"):
+            raise ValueError(f"loop.head must be 'grow' or 'full', got {self.head!r}")
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """Model iteration: another architecture's line. At every ``every``-th update a model that
+    ``build`` makes is also retrained from scratch on all history, a new major version, and weighed
+    against the champion by the same gate; if it wins, fine-tunes continue its line."""
+
+    build: Callable[..., ClassifierModule]
+    name: str = "challenger"
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"challenger.every must be an update count >= 1, got {self.every!r}")
+
+    def make(self, **schema) -> ClassifierModule:
+        module = self.build(**schema) if schema else self.build()
+        module.architecture = "challenger"
+        return module
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,7 @@ class ContinuousDeployment:
         rollout: Rollout | None = None,
         screen: WindowScreen | None = None,
         logger: RunLogger | None = None,
+        challenger: Challenger | None = None,
     ) -> None:
         self.stream, self.build, self.update, self.trigger, self.gate = stream, build, update, trigger, gate
         self.buffer, self.registry, self.settings = buffer, registry, settings
@@ -100,6 +127,12 @@ class ContinuousDeployment:
         self.rollout = rollout
         self.screen = screen
         self.logger = logger if logger is not None else RunLogger()  # the base logs nothing
+        self.challenger = challenger
+        if challenger is not None and rollout is not None:
+            raise ValueError(
+                f"a challenger line is decided by the offline gate; rollout={rollout.kind} would leave "
+                "two candidates waiting on live traffic: use rollout=none with challenger.model"
+            )
         self._candidate: tuple[str, ClassifierModule | None] = ("", None)
         if any(r.needs_logits for r in self.regularizers) and buffer is None:
             names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
@@ -163,12 +196,64 @@ class ContinuousDeployment:
                 self._trusted = load_trusted(source, self.stream)
         return self._trusted
 
+    # ---- schema ------------------------------------------------------------------------------
+    def columns(self, x: np.ndarray) -> int | None:
+        """The leading feature columns every row of ``x`` carries, as a model's ``n_features``:
+        None when that is all of the stream's."""
+        present = present_features(x)
+        return None if present >= math.prod(self.windows[0].x.shape[1:]) else present
+
+    def schema_of(self, windows: Sequence[int]) -> dict[str, int]:
+        """How far the stream's schema has grown by the newest of ``windows``: its feature columns,
+        and the classes (ids below ``classes``) their labels hold."""
+        return {
+            "features": present_features(self.windows[windows[-1]].x),
+            "classes": max(int(self.windows[w].y.max(initial=0)) + 1 for w in windows),
+        }
+
+    def schema_change(self, state: dict) -> Firing | None:
+        """A firing when labelled windows waiting for an update bring feature columns or classes
+        that no earlier window had; it names them."""
+        seen, reasons = dict(state["schema"]), []
+        for w in state["pending"]:
+            now = self.schema_of([w])
+            if now["features"] > seen["features"]:
+                names = getattr(self.stream, "feature_names", None) or range(now["features"])
+                new = [str(c) for c in list(names)[seen["features"] : now["features"]]]
+                reasons.append(f"window {w} brings new feature columns {', '.join(new)}")
+            if now["classes"] > seen["classes"]:
+                new = [str(c) for c in self.stream.classes[seen["classes"] : now["classes"]]]
+                reasons.append(f"window {w} brings new classes {', '.join(new)}")
+            seen = {k: max(seen[k], now[k]) for k in seen}
+        state["schema"] = seen
+        return Firing("schema", "; ".join(reasons)) if reasons else None
+
+    def reads(self, module: ClassifierModule, x: np.ndarray) -> bool:
+        """Whether every row of ``x`` carries all the columns ``module`` reads."""
+        needed = module.n_features or math.prod(self.windows[0].x.shape[1:])
+        return present_features(x) >= needed
+
+    def readable(self, windows: Sequence[int], module: ClassifierModule) -> list[int]:
+        """Those of ``windows`` whose rows carry every column ``module`` reads."""
+        return [w for w in windows if self.reads(module, self.windows[w].x)]
+
+    def as_read_by(self, x: np.ndarray, module: ClassifierModule) -> np.ndarray:
+        """``x`` without the columns ``module`` does not read (those that appeared after it), for the
+        checks that work on the champion's inputs."""
+        return x if module.n_features is None else x[:, : module.n_features]
+
     def on_holdouts(self, module: ClassifierModule, windows: list[int]) -> Evaluation | None:
         return pooled([evaluate(module, *self.split(i).holdout) for i in windows])
 
     # ---- models -----------------------------------------------------------------------------
     def load(self, version: str) -> ClassifierModule:
-        module = self.build()
+        schema = dict(self.registry.load_extra(version, "schema") or {})  # narrower, or a challenger
+        if schema.pop("architecture", None) == "challenger":
+            if self.challenger is None:
+                raise ValueError(f"{version} is of a challenger line: run with the same challenger.model")
+            module = self.challenger.make(**schema)
+        else:
+            module = self.build(**schema) if schema else self.build()
         module.load_state_dict(self.registry.load_weights(version))
         module.optimizer_state = self.registry.load_extra(version, "optimizer")
         module.strategy_state = self.registry.load_extra(version, "strategy") or {}
@@ -200,6 +285,8 @@ class ContinuousDeployment:
             created_window=window,
         )
         extras = {"optimizer": cand.optimizer_state}
+        if cand.module.schema:
+            extras["schema"] = cand.module.schema
         if cand.module.strategy_state:
             extras["strategy"] = cand.module.strategy_state
         if cand.kind == "stateful" and self.buffer is not None:
@@ -253,8 +340,18 @@ class ContinuousDeployment:
             weight_decay=self.update.weight_decay,
         )
         seed = window_seed(self.settings.seed, warm[-1])
+        splits = self.train_splits(warm[-1])
         cand = initial.run(
-            self.build, None, self.train_splits(warm[-1]), warm, None, seed, self.trainer, self.regularizers
+            self.build,
+            None,
+            splits,
+            warm,
+            None,
+            seed,
+            self.trainer,
+            self.regularizers,
+            n_features=self.columns(splits[warm[-1]][0]),
+            grow_head=self.settings.head == "grow",
         )
         for i in warm:
             self.feed_buffer(i, cand.module)
@@ -270,6 +367,7 @@ class ContinuousDeployment:
             "rows": [],
             "rollout": None,
             "quarantined": [],
+            "schema": self.schema_of(warm),
             "compute": {"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
             "config": self.config,
         }
@@ -287,10 +385,16 @@ class ContinuousDeployment:
     ) -> ClassifierModule:
         # 1. The champion serves window t. Its accuracy, and everything that needs labels, waits for
         # them: with data.label_delay they land windows later (at once without a delay).
+        if not self.reads(champion, self.windows[t].x):
+            raise DataError(
+                f"window {t} ({self.windows[t].label}) lacks feature columns that champion "
+                f"{state['champion']} reads: columns may appear mid-stream (after the others), not vanish"
+            )
         row = self.window_row(t, state)
         # 2. Labels arrive; the triggers observe the windows they label, and may fire.
         observed = self.land_labels(t, row, state, champion, static)
-        firing = self.trigger.fires() if observed else None
+        # New columns or classes in the labelled data fire an update of their own.
+        firing = self.schema_change(state) or (self.trigger.fires() if observed else None)
         test = firing.to_dict() if firing else (self.trigger.last_test() if observed else {})
         row |= {
             "trigger": firing.name if firing else "",
@@ -315,6 +419,10 @@ class ContinuousDeployment:
         # 3. An update makes a candidate from the labelled windows since the last one.
         pending = list(state["pending"])
         update = self.update.choose(self.registry.versions())  # a hybrid picks per update
+        newest = self.columns(self.windows[pending[-1]].x)
+        if firing.name == "schema" and newest != champion.n_features:
+            # Fine-tuning cannot give a model new inputs: a new major version is trained from scratch.
+            update = update.retrain()
         stateful = update.kind == "stateful"
         cand = update.run(
             self.build,
@@ -325,15 +433,20 @@ class ContinuousDeployment:
             window_seed(self.settings.seed, t),
             self.trainer,
             self.regularizers,
+            n_features=champion.n_features if stateful else newest,
+            grow_head=self.settings.head == "grow",
         )
         for i in pending:
             self.feed_buffer(i, cand.module)
         # 4. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
         decision, fresh = self.judge(cand.module, champion, pending, _quarantined(state))
+        rival = self.challenge(t, state, pending, newest, cand if decision.promote else None, champion)
         self.trigger.reset()
         state["pending"] = []
-        state["compute"]["train_seconds"] += cand.train_seconds
-        state["compute"]["samples_processed"] += cand.samples_processed
+        for trained in (cand, rival[0] if rival else None):
+            if trained is not None:
+                state["compute"]["train_seconds"] += trained.train_seconds
+                state["compute"]["samples_processed"] += trained.samples_processed
         with self.registry.transaction():
             record = self.register(cand, state["champion"] if stateful else None, t, firing, fresh)
             self.logger.log_version(record)
@@ -359,9 +472,77 @@ class ContinuousDeployment:
             }
             if label == "promoted":
                 state["champion"] = record.id
+                champion = cand.module
+            if rival is not None:
+                champion = self.decide_challenger(t, state, *rival, row, champion)
             state["rows"].append(row)
             self.checkpoint(state, t)
-        return cand.module if label == "promoted" else champion
+        return champion
+
+    def challenge(
+        self,
+        t: int,
+        state: dict,
+        pending: list[int],
+        newest: int | None,
+        promoted: TrainedCandidate | None,
+        champion: ClassifierModule,
+    ) -> tuple[TrainedCandidate, GateDecision, Evaluation] | None:
+        """When due, the challenger architecture retrained on all history, and the gate's decision
+        against the champion this window leaves (the fresh candidate, if it is promoted offline)."""
+        if self.challenger is None or self.rollout is not None:
+            return None
+        updates = sum(1 for v in self.registry.versions() if v.trigger and v.trigger["name"] != "challenger")
+        if updates % self.challenger.every:  # v1 counts and the candidate in hand does not: n at the n-th
+            return None
+        rival = self.update.retrain().run(
+            self.challenger.make,
+            None,
+            self.train_splits(pending[-1], _quarantined(state)),
+            pending,
+            None,
+            window_seed(self.settings.seed, t),
+            self.trainer,
+            self.regularizers,
+            n_features=newest,
+            grow_head=self.settings.head == "grow",
+        )
+        opponent = promoted.module if promoted is not None else champion
+        decision, fresh = self.judge(rival.module, opponent, pending, _quarantined(state))
+        diff = decision.numbers.get("fresh_diff")
+        if decision.promote and not (diff is not None and diff > 0):
+            # Passing the gate means "not worse"; a line of another architecture replaces the
+            # champion's only when it is better on the fresh rows.
+            shown = "n/a" if diff is None else f"{diff:+.3f}"
+            reason = f"passes the gate but does not beat the champion on fresh rows (diff {shown})"
+            decision = GateDecision(False, reason, decision.numbers)
+        return rival, decision, fresh
+
+    def decide_challenger(
+        self,
+        t: int,
+        state: dict,
+        rival: TrainedCandidate,
+        decision: GateDecision,
+        fresh: Evaluation,
+        row: dict,
+        champion: ClassifierModule,
+    ) -> ClassifierModule:
+        """Register the challenger's version and promote or reject it; inside the window's transaction."""
+        reason = f"model iteration: {self.challenger.name} retrained on all history"
+        firing = Firing("challenger", reason, extra={"model": self.challenger.name})
+        record = self.register(rival, None, t, firing, fresh)
+        self.logger.log_version(record)
+        if decision.promote:
+            self.registry.promote(record.id, window=t, reason=f"challenger: {decision.reason}")
+            state["champion"] = record.id
+        else:
+            self.registry.reject(record.id, window=t)
+        numbers = {"reason": decision.reason, **decision.numbers}
+        self.registry.record_decision(record.id, t, decision.label, numbers)
+        self.logger.log_decision(record.id, t, decision.label, numbers)
+        row |= {"challenger": record.id, "challenger_decision": decision.label}
+        return rival.module if decision.promote else champion
 
     def land_labels(
         self, t: int, row: dict, state: dict, champion: ClassifierModule, static: ClassifierModule
@@ -373,20 +554,21 @@ class ContinuousDeployment:
         for w in self.arrivals.get(t, []):
             labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
             served, probabilities = self.label(labelled, w, champion, state["champion"], static)
-            screened = self.screen.screen(*self.xy(w), probabilities) if self.screen is not None else None
+            x, y = self.as_read_by(self.windows[w].x, champion), self.windows[w].y
+            screened = self.screen.screen(x, y, probabilities) if self.screen is not None else None
             if screened is not None and screened.quarantine:
                 labelled["screen"] = f"quarantined: {screened.reason}"
                 evidence = {"window": w, "flagged": screened.flagged, "reason": screened.reason}
                 state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
                 continue
             if screened is not None:
-                self.screen.accept(*self.xy(w), probabilities)
+                self.screen.accept(x, y, probabilities)
                 if screened.flagged:
                     labelled["screen"] = f"accepted: {screened.reason}"
             champion_record = self.registry.get(state["champion"])
             self.trigger.update(
                 Observation(
-                    self.windows[w],
+                    replace(self.windows[w], x=x),
                     served.scores(),
                     champion_record.n_samples,
                     position=w,
@@ -394,7 +576,9 @@ class ContinuousDeployment:
                     champion_metrics=champion_record.metrics,
                     champion_windows=tuple(champion_record.trained_on_windows),
                     probabilities=probabilities,
-                    reference=self.reference_rows,
+                    reference=lambda positions, rows: self.as_read_by(
+                        self.reference_rows(positions, rows), champion
+                    ),
                 )
             )
             observed = True
@@ -456,6 +640,8 @@ class ContinuousDeployment:
             "rollout_decision": "",
             "rollout_p_value": None,
             "screen": "",
+            "challenger": "",
+            "challenger_decision": "",
         }
 
     # ---- online evaluation ------------------------------------------------------------------
@@ -522,9 +708,12 @@ class ContinuousDeployment:
     ) -> tuple[GateDecision, Evaluation]:
         """The gate's decision, and the candidate's score on the fresh rows."""
         fresh = self.split(pending[-1]).holdout
-        past = self.gate.past([w for w in range(pending[0]) if w not in set(quarantined)])
+        earlier = [w for w in range(pending[0]) if w not in set(quarantined)]
+        past = self.gate.past(self.readable(earlier, candidate))  # older windows may lack new columns
         fresh_candidate = evaluate(candidate, *fresh)
         trusted = self.trusted_rows()
+        if trusted is not None and not self.reads(candidate, trusted[0]):
+            trusted = None  # rows from before the newest columns cannot test a model that reads them
         decision = self.gate.decide(
             fresh_candidate,
             evaluate(champion, *fresh),
@@ -592,8 +781,10 @@ class ContinuousDeployment:
         rows = {}
         for record in self.registry.versions():
             module = self.load(record.id)
+            readable = set(self.readable(range(len(self.windows)), module))
             rows[record.id] = [
-                evaluate(module, *self.split(j).holdout).accuracy for j in range(len(self.windows))
+                evaluate(module, *self.split(j).holdout).accuracy if j in readable else float("nan")
+                for j in range(len(self.windows))
             ]
         return pd.DataFrame.from_dict(rows, orient="index", columns=range(len(self.windows)))
 

@@ -62,6 +62,11 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         "updates": int((rows["decision"] != "").sum()),
         "promoted": int((rows["decision"] == "promoted").sum() + (live == "promote").sum()),
         "rejected": int((rows["decision"] == "rejected").sum() + (live == "reject").sum()),
+        # Model iteration: the challenger line's candidates, decided by the same gate.
+        "challengers": {
+            d: int((rows.get("challenger_decision", pd.Series(dtype=object)) == d).sum())
+            for d in ("promoted", "rejected")
+        },
         "rollouts": [
             {k: r[k] for k in ("window", *ROLLOUT_COLUMNS)}
             for r in state["rows"]
@@ -165,6 +170,11 @@ def print_summary(summary: dict, run_dir: Path, console: Console | None = None) 
             f"{recent['served_accuracy']:.3f} / {recent['static_accuracy']:.3f}",
         ),
         ("updates: promoted / rejected", f"{summary['promoted']} / {summary['rejected']}"),
+        *(
+            [("challengers: promoted / rejected", "{promoted} / {rejected}".format(**summary["challengers"]))]
+            if sum(summary.get("challengers", {}).values())
+            else []
+        ),
         ("final champion", str(summary["champion"])),
         ("forgetting (final champion)", f"{summary['forgetting']:.3f}"),
         ("backward transfer", f"{summary['backward_transfer']:+.3f}"),

@@ -11,17 +11,28 @@ from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from perennial.data.window import DataError, Stream
 from perennial.learn.module import ClassifierModule
+from perennial.loop import Challenger
 
 USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
 CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
-def build_module(backbone_factory, in_shape: tuple[int, ...], n_classes: int) -> ClassifierModule:
-    return ClassifierModule(backbone_factory(in_shape=in_shape, n_classes=n_classes), n_classes)
+def build_module(
+    backbone_factory,
+    in_shape: tuple[int, ...],
+    n_classes: int,
+    known_classes: int | None = None,
+    n_features: int | None = None,
+) -> ClassifierModule:
+    """A fresh model for the stream's schema, or for the first ``known_classes`` classes and the
+    first ``n_features`` columns of a schema that has grown since (see ``ClassifierModule``)."""
+    shape = (n_features,) if n_features is not None else in_shape
+    backbone = backbone_factory(in_shape=shape, n_classes=known_classes or n_classes)
+    return ClassifierModule(backbone, n_classes, known_classes, n_features)
 
 
 def stream_and_builder(cfg: DictConfig) -> tuple[Stream, Callable[[], ClassifierModule]]:
@@ -29,6 +40,29 @@ def stream_and_builder(cfg: DictConfig) -> tuple[Stream, Callable[[], Classifier
     stream = instantiate(cfg.data)
     build = partial(build_module, instantiate(cfg.model), tuple(stream.feature_shape), stream.n_classes)
     return stream, build
+
+
+def challenger(cfg: DictConfig, stream: Stream) -> Challenger | None:
+    """The challenger line of ``cfg.challenger`` for ``stream``, or None without one.
+
+    ``challenger.model`` names a preset of conf/model; it is replaced in ``cfg`` by the preset's
+    config, so that the run's stored config says which architecture each line is."""
+    spec = cfg.get("challenger") or {}
+    name = spec.get("model")
+    if name is None:
+        return None
+    if isinstance(name, str):
+        presets = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+        if name not in presets:
+            raise ValueError(
+                f"challenger.model={name!r} is not a preset of conf/model; choose from {presets}"
+            )
+        with open_dict(cfg):
+            cfg.challenger.model = OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml")
+    model = instantiate(cfg.challenger.model)
+    build = partial(build_module, model, tuple(stream.feature_shape), stream.n_classes)
+    label = name if isinstance(name, str) else "challenger"
+    return Challenger(build, name=label, every=spec.get("every", 1))
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from perennial.cli.common import CONF_DIR, stream_and_builder, user_errors
+from perennial.cli.common import CONF_DIR, challenger, stream_and_builder, user_errors
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
 from perennial.report import print_summary, summarize, write_outputs
@@ -61,6 +61,7 @@ def run(cfg: DictConfig) -> dict:
     # before any data is read or model trained.
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     stream, build = stream_and_builder(cfg)
+    rival = challenger(cfg, stream)  # before the config is stored: it names the preset's architecture
     registry = Registry(cfg.registry_dir or out / "registry")
     config = OmegaConf.to_container(cfg, resolve=True)
     # May differ between a run and its resumption: a run can be resumed with another logger, which
@@ -84,6 +85,7 @@ def run(cfg: DictConfig) -> dict:
         rollout=instantiate(cfg.rollout) if cfg.rollout.get("_target_") else None,
         screen=instantiate(cfg.screen) if cfg.screen.get("_target_") else None,
         logger=logger,
+        challenger=rival,
     )
     # A job of a multirun continues the run its directory holds, if any: the sweeper has already
     # refused such a directory unless the sweep was resumed, and a job that SLURM requeues after a

@@ -2,6 +2,7 @@
 
 from perennial.data.images import DigitsStream, FashionMNISTStream
 from perennial.data.rare import RareClassStream
+from perennial.data.schema import NewColumnsStream
 from perennial.data.synthetic import SyntheticStream
 from perennial.data.table import TableStream
 from perennial.data.weather import WeatherStream
@@ -12,6 +13,7 @@ __all__ = [
     "DataIssue",
     "DigitsStream",
     "FashionMNISTStream",
+    "NewColumnsStream",
     "RareClassStream",
     "Stream",
     "SyntheticStream",

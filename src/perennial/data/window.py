@@ -64,6 +64,26 @@ def holdout_split(
     return order[n_hold:], order[:n_hold]
 
 
+def present_features(x: np.ndarray, rows: bool = False) -> int | np.ndarray:
+    """How many leading feature columns every row of ``x`` carries: the width, less the trailing
+    columns that are missing (NaN). A stream's columns only grow: one that appears mid-stream comes
+    after the others and is NaN in the windows from before. ``rows=True`` counts per row. Inputs
+    that are not flat rows (images) always carry all their features.
+
+    >>> nan = float("nan")
+    >>> present_features(np.array([[1.0, 2.0, 5.0], [3.0, 4.0, nan]]))
+    2
+    >>> present_features(np.array([[1.0, 2.0, 5.0], [3.0, 4.0, nan]]), rows=True).tolist()
+    [3, 2]
+    """
+    if x.ndim != 2:
+        width = int(np.prod(x.shape[1:], dtype=np.int64))
+        return np.full(len(x), width) if rows else width
+    trailing_missing = np.cumprod(np.isnan(x)[:, ::-1], axis=1).sum(1)
+    per_row = x.shape[1] - trailing_missing
+    return per_row if rows else int(per_row.min(initial=x.shape[1]))
+
+
 @dataclass(frozen=True)
 class DataIssue:
     """One problem found in the input that the loop could go on from (a bad row, an empty window)."""

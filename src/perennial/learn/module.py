@@ -20,10 +20,27 @@ class ClassifierModule(L.LightningModule):
     trains; ``strategy_state`` is what they hand from a version to the versions fine-tuned from it.
     """
 
-    def __init__(self, backbone: nn.Module, n_classes: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        n_classes: int,
+        known_classes: int | None = None,
+        n_features: int | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.n_classes = n_classes
+        self.n_classes = n_classes  # the stream's classes: the width of every logits array
+        # A stream's schema only grows: classes seen later take the next ids, and feature columns
+        # that appear mid-stream come after the others. A model knows the first ``known_classes``
+        # (its head's width) and reads the first ``n_features`` columns, so it keeps working on
+        # later windows while a wider model is trained.
+        self.known_classes = n_classes if known_classes is None else int(known_classes)
+        self.n_features = None if n_features is None else int(n_features)
+        # Which configured architecture built it: None for ``model``, "challenger" for a challenger
+        # line's (``challenger.model``); a version must be rebuilt from the same one.
+        self.architecture: str | None = None
+        if not 1 <= self.known_classes <= n_classes:
+            raise ValueError(f"known_classes must be in 1..{n_classes}, got {known_classes!r}")
         self.lr = 1e-3
         self.weight_decay = 0.0
         self.optimizer_state: dict | None = None
@@ -31,7 +48,60 @@ class ClassifierModule(L.LightningModule):
         self.regularizers: list = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        if self.n_features is not None:
+            x = x[..., : self.n_features]
+        logits = self.backbone(x)
+        if self.known_classes < self.n_classes:  # classes the head has not met are never predicted
+            unknown = logits.new_full((len(logits), self.n_classes - self.known_classes), float("-inf"))
+            logits = torch.cat([logits, unknown], 1)
+        return logits
+
+    @property
+    def schema(self) -> dict[str, int | str]:
+        """What the registry needs to rebuild this module: empty when it is the configured ``model``
+        over the stream's whole schema (every class, every column)."""
+        out: dict[str, int | str] = {}
+        if self.architecture is not None:
+            out["architecture"] = self.architecture
+        if self.known_classes < self.n_classes:
+            out["known_classes"] = self.known_classes
+        if self.n_features is not None:
+            out["n_features"] = self.n_features
+        return out
+
+    def head(self) -> tuple[str, nn.Linear]:
+        """The backbone's output layer (its last linear layer) and its name."""
+        linear = [(name, m) for name, m in self.backbone.named_modules() if isinstance(m, nn.Linear)]
+        if not linear:
+            raise ValueError(f"{type(self.backbone).__name__} has no linear output layer")
+        return linear[-1]
+
+    def grow_classes(self, known: int) -> None:
+        """Widen the head to the first ``known`` classes, in place. The rows of the classes it knew
+        keep their weights; the new rows start from a fresh layer's initialisation, and Adam's
+        moments for them start at zero, as for any new parameter."""
+        if known <= self.known_classes:
+            return
+        if known > self.n_classes:
+            raise ValueError(f"cannot grow to {known} classes: the stream has {self.n_classes}")
+        name, old = self.head()
+        if old.out_features != self.known_classes:
+            raise ValueError(
+                f"{type(self.backbone).__name__}'s last linear layer has {old.out_features} outputs, "
+                f"not the {self.known_classes} known classes; it cannot be grown"
+            )
+        new = nn.Linear(old.in_features, known, bias=old.bias is not None).to(old.weight)
+        with torch.no_grad():
+            new.weight[: old.out_features] = old.weight
+            if old.bias is not None:
+                new.bias[: old.out_features] = old.bias
+        prefix = f"backbone.{name}."
+        positions = [i for i, (n, _) in enumerate(self.named_parameters()) if n.startswith(prefix)]
+        parent_name, _, attr = name.rpartition(".")
+        setattr(self.backbone.get_submodule(parent_name) if parent_name else self.backbone, attr, new)
+        if self.optimizer_state is not None:
+            self.optimizer_state = _grown_moments(self.optimizer_state, positions, known)
+        self.known_classes = known
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["x"])
@@ -75,3 +145,21 @@ class ClassifierModule(L.LightningModule):
         finally:
             handle.remove()
         return torch.cat(captured) if captured else torch.empty(0, last[-1].in_features)
+
+
+def _grown_moments(optimizer_state: dict, positions: list[int], rows: int) -> dict:
+    """An Adam state dict whose tensors for the parameters at ``positions`` (the head's weight and
+    bias) are padded with zero rows to ``rows`` rows."""
+    state = {}
+    for key, moments in optimizer_state["state"].items():
+        if int(key) in positions:
+            moments = {
+                name: _pad_rows(value, rows) if torch.is_tensor(value) and value.dim() else value
+                for name, value in moments.items()
+            }
+        state[key] = moments
+    return {**optimizer_state, "state": state}
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat([tensor, tensor.new_zeros((rows - len(tensor), *tensor.shape[1:]))])

@@ -75,7 +75,7 @@ class EWC(Regularizer):
 
     def begin(self, module: ClassifierModule, state: Mapping | None) -> None:
         self.anchor = {n: p.detach().clone() for n, p in module.named_parameters()}
-        self.fisher = dict(state["fisher"]) if state and "fisher" in state else {}
+        self.fisher = _fitted(state["fisher"], module) if state and "fisher" in state else {}
 
     def penalty(self, module, batch, logits):
         if not self.fisher:
@@ -101,10 +101,22 @@ class EWC(Regularizer):
             batches += 1
         module.zero_grad()
         module.train(was_training)
-        previous = dict(state["fisher"]) if state and "fisher" in state else {}
+        previous = _fitted(state["fisher"], module) if state and "fisher" in state else {}
         return {
             "fisher": {n: f / max(batches, 1) + self.decay * previous.get(n, 0) for n, f in fisher.items()}
         }
+
+
+def _fitted(fisher: Mapping[str, torch.Tensor], module: ClassifierModule) -> dict[str, torch.Tensor]:
+    """The parent's Fisher, with zero rows where the module's head has grown since: nothing anchors
+    the weights of classes the parent never knew."""
+    shapes = {n: p.shape for n, p in module.named_parameters()}
+    out = {}
+    for name, f in fisher.items():
+        if name in shapes and f.shape != shapes[name]:
+            f = torch.cat([f, f.new_zeros((shapes[name][0] - len(f), *f.shape[1:]))])
+        out[name] = f
+    return out
 
 
 class LwF(Regularizer):
@@ -181,4 +193,7 @@ class DER(Regularizer):
         replayed = batch["replayed"]
         if not bool(replayed.any()):
             return 0.0
-        return self.alpha * F.mse_loss(logits[replayed], batch["logits"][replayed])
+        current, stored = logits[replayed], batch["logits"][replayed]
+        # Only classes both models know: one that did not know a class scored it -inf.
+        known = torch.isfinite(stored) & torch.isfinite(current)
+        return self.alpha * (current[known] - stored[known]).pow(2).mean()

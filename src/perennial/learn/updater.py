@@ -4,14 +4,17 @@ hybrid of the two on a schedule."""
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import lightning as L
 import numpy as np
 
+from perennial.data.window import present_features
 from perennial.learn.fit import fit
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
@@ -33,6 +36,19 @@ class TrainedCandidate:
     samples_processed: int
     train_seconds: float
     optimizer_state: dict
+
+
+def shaped(
+    build: Callable[..., ClassifierModule], known_classes: int | None, n_features: int | None
+) -> ClassifierModule:
+    """A fresh module from ``build`` that knows the first ``known_classes`` classes and reads the
+    first ``n_features`` columns (None: all of either). ``build()`` makes one for the stream's whole
+    schema; only a narrower one is asked for with those keywords, so a ``build`` without them
+    serves any stream whose schema does not grow."""
+    module = build()
+    if (known_classes is not None and known_classes < module.n_classes) or n_features is not None:
+        module = build(known_classes=known_classes, n_features=n_features)
+    return module
 
 
 class Update(ABC):
@@ -66,9 +82,14 @@ class Update(ABC):
         """The update to run next, given the registry's versions in creation order (this one)."""
         return self
 
+    def retrain(self) -> Update:
+        """The stateless retrain this update runs when fine-tuning cannot (new feature columns)."""
+        settings = {"batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay}
+        return StatelessUpdate(self.epochs, **settings)
+
     def run(
         self,
-        build: Callable[[], ClassifierModule],
+        build: Callable[..., ClassifierModule],
         champion: ClassifierModule | None,
         splits: TrainSplits,
         new: list[int],
@@ -76,14 +97,25 @@ class Update(ABC):
         seed: int,
         trainer: Mapping | None = None,
         regularizers: Sequence[Regularizer] = (),
+        n_features: int | None = None,
+        grow_head: bool = True,
     ) -> TrainedCandidate:
+        """Train a candidate. ``n_features`` is the number of leading feature columns a fresh model
+        reads (None: all); windows of ``splits`` from before those columns appeared are left out of
+        a retrain. With ``grow_head`` the head covers the classes in the training data (a
+        fine-tuned head grows to them); without, every class of the stream from the start."""
         windows = self.training_windows(new, sorted(splits))
+        width = n_features or math.prod(splits[new[-1]][0].shape[1:])
+        windows = [w for w in windows if present_features(splits[w][0]) >= width]
         x = np.concatenate([splits[w][0] for w in windows])
         y = np.concatenate([splits[w][1] for w in windows])
         data = {"x": x, "y": y}
         n_replay = self.replay_count(len(y), buffer)
         if n_replay and buffer is not None:
             drawn = buffer.draw(n_replay, seed)
+            # Rows stored before the columns the model reads appeared cannot train it.
+            readable = present_features(drawn["x"], rows=True) >= width
+            drawn = {k: v[readable] for k, v in drawn.items()}
             n_replay = len(drawn["y"])
             data = {
                 "x": np.concatenate([x, drawn["x"].astype(x.dtype)]),
@@ -95,7 +127,10 @@ class Update(ABC):
                 )
                 data["replayed"] = np.r_[np.zeros(len(y), bool), np.ones(n_replay, bool)]
         L.seed_everything(seed, workers=False, verbose=False)  # a fresh backbone's init is seeded too
-        module = self.start(build, champion)
+        known = int(data["y"].max()) + 1 if grow_head else None
+        module = self.start(partial(shaped, build, known, n_features), champion)
+        if known is not None:
+            module.grow_classes(known)  # a fine-tuned head meets classes its parent never saw
         module.lr, module.weight_decay = self.lr, self.weight_decay
         inherited = module.strategy_state
         for regularizer in regularizers:
@@ -143,6 +178,9 @@ class StatelessUpdate(Update):
 
     def training_windows(self, new: list[int], seen: list[int]) -> list[int]:
         return seen if self.history == "all" else seen[-int(self.history) :]
+
+    def retrain(self) -> Update:
+        return self
 
 
 class StatefulUpdate(Update):
@@ -220,6 +258,9 @@ class HybridUpdate(Update):
         self.retrain_every = retrain_every
         self.stateful = StatefulUpdate(epochs, replay_fraction, recent_windows, **kwargs)
         self.stateless = StatelessUpdate(epochs, history, **kwargs)
+
+    def retrain(self) -> Update:
+        return self.stateless
 
     def choose(self, versions: Sequence) -> Update:
         since = 0  # updates since the newest stateless version (v1 is one)

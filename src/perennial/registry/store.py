@@ -507,6 +507,11 @@ def describe(record: VersionRecord) -> str:
     accuracy = record.metrics.get("accuracy")
     if isinstance(accuracy, int | float) and not isinstance(accuracy, bool):
         parts.append(f"acc={accuracy:.3f}")
+    trigger = record.trigger or {}
+    if trigger.get("name") == "challenger":  # the root of a line of another architecture
+        parts.append(f"challenger model={trigger.get('extra', {}).get('model', '?')}")
+    elif trigger.get("name") == "schema":
+        parts.append(f"schema change: {trigger.get('reason', '')}")
     return "  ".join(parts)
 
 
