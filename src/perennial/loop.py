@@ -393,8 +393,11 @@ class ContinuousDeployment:
         row = self.window_row(t, state)
         # 2. Labels arrive; the triggers observe the windows they label, and may fire.
         observed = self.land_labels(t, row, state, champion, static)
-        # New columns or classes in the labelled data fire an update of their own.
-        firing = self.schema_change(state) or (self.trigger.fires() if observed else None)
+        rolling = bool(state.get("rollout")) and not row["screen"].startswith("quarantined")
+        # New columns or classes in the labelled data fire an update of their own (once a live
+        # rollout, which holds updates back, is decided).
+        schema = None if rolling else self.schema_change(state)
+        firing = schema or (self.trigger.fires() if observed else None)
         test = firing.to_dict() if firing else (self.trigger.last_test() if observed else {})
         row |= {
             "trigger": firing.name if firing else "",
@@ -402,7 +405,7 @@ class ContinuousDeployment:
             "trigger_statistic": _finite(test.get("statistic")),
             "trigger_p_value": _finite(test.get("p_value")),
         }
-        if state.get("rollout") and not row["screen"].startswith("quarantined"):
+        if rolling:
             # The candidate meets this window's traffic (labels at once: rollouts refuse a delay);
             # its outcome commits with the window, and updates wait until it is decided.
             with self.registry.transaction():
