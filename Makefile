@@ -47,6 +47,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_online.py
 	$(PY) scripts/bench_serve.py
 	$(PY) scripts/bench_poisoning.py
+	$(PY) scripts/bench_cold_start.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

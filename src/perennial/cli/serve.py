@@ -37,6 +37,13 @@ def settings(cfg: DictConfig):
         log_synchronous=str(s.log_synchronous),
         shadow_queue=int(s.shadow_queue),
         fallback=fallback,
+        mode=str(s.mode),
+        max_sessions=int(s.max_sessions),
+        session_ttl_s=float(s.session_ttl_s),
+        session_interactions=int(s.session_interactions),
+        feedback_rate=float(s.feedback_rate),
+        feedback_burst=float(s.feedback_burst),
+        click_rating=float(s.click_rating),
     )
 
 

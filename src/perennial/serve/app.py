@@ -29,6 +29,7 @@ from perennial.serve.models import Deployment, FallbackBuilder, LoadedModel, Mod
 
 TOKEN_ENV = "PERENNIAL_SERVE_TOKEN"
 BATCHING = ("auto", "on", "off")
+MODES = ("classifier", "recommender")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -48,6 +49,17 @@ class ServeSettings:
     log_synchronous: str = "NORMAL"
     shadow_queue: int = 10_000
     fallback: FallbackBuilder | None = None  # builds versions stored without data/model configs
+    # classifier: /predict and /rank of a classifier; recommender: sessions over a recommender version
+    mode: str = "classifier"
+    # Recommender mode's sessions (perennial.recommend): how many live at once (least recently used
+    # evicted), their time-to-live, the interactions each keeps, and each unit's feedback rate limit.
+    max_sessions: int = 100_000
+    session_ttl_s: float = 1800.0
+    session_interactions: int = 200
+    feedback_rate: float = 5.0  # per second, per unit
+    feedback_burst: float = 20.0
+    click_rating: float = 4.0  # the rating a click stands for
+    max_k: int = 1000
 
     def admin_token(self) -> str | None:
         return self.token or os.environ.get(TOKEN_ENV) or None
@@ -211,6 +223,11 @@ class ModelServer:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
+        if settings.mode != "classifier":
+            raise ValueError(
+                f"ModelServer serves serve.mode=classifier, got {settings.mode!r}; "
+                "build the app with create_app, which picks the server for the mode"
+            )
         self.device = _device(settings.device)
         if settings.batching not in BATCHING:
             raise ValueError(f"serve.batching must be one of {list(BATCHING)}, got {settings.batching!r}")
@@ -218,6 +235,11 @@ class ModelServer:
         self.store = ModelStore(settings.registry, settings.fallback, device=self.device)
         with self.store.registry() as registry:
             champion = registry.champion()
+            if champion is not None and "recommender" in registry.get(champion).config:
+                raise ValueError(
+                    f"the champion {champion} of {settings.registry} is a recommender: "
+                    "serve it with serve.mode=recommender"
+                )
         if champion is None:
             raise ValueError(
                 f"the registry {settings.registry} has no champion to serve; promote a version first"
@@ -565,8 +587,31 @@ def _validation_message(err: Any) -> str:
     return "; ".join(parts)
 
 
-def create_app(settings: ServeSettings | ModelServer):
-    """The FastAPI app over a ``ModelServer`` (built from ``settings`` if given settings)."""
+def authorize(request: Any, settings: ServeSettings) -> None:
+    """Refuse an admin request without the right bearer token (or when no token is configured)."""
+    token = settings.admin_token()
+    if token is None:
+        raise ServeError(
+            403, f"admin endpoints are disabled: start the server with serve.token or ${TOKEN_ENV}"
+        )
+    header = request.headers.get("authorization", "")
+    if not header.startswith("Bearer "):
+        raise ServeError(401, "admin endpoints need the header 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()):
+        raise ServeError(403, "wrong admin token")
+
+
+def create_app(settings: Any):
+    """The FastAPI app over a ``ModelServer`` (built from ``settings`` if given settings); with
+    ``settings.mode == "recommender"`` (or a ``RecommenderServer``), the recommender's app instead."""
+    if isinstance(settings, ServeSettings) and settings.mode not in MODES:
+        raise ValueError(f"serve.mode must be one of {list(MODES)}, got {settings.mode!r}")
+    if not isinstance(settings, ModelServer) and (
+        not isinstance(settings, ServeSettings) or settings.mode == "recommender"
+    ):
+        from perennial.serve.recommend import create_recommender_app
+
+        return create_recommender_app(settings)
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
     from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
@@ -616,18 +661,6 @@ def create_app(settings: ServeSettings | ModelServer):
             return model.model_validate(body)
         except ValidationError as err:
             raise ServeError(422, _validation_message(err)) from None
-
-    def authorize(request: Request) -> None:
-        token = server.settings.admin_token()
-        if token is None:
-            raise ServeError(
-                403, f"admin endpoints are disabled: start the server with serve.token or ${TOKEN_ENV}"
-            )
-        header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer "):
-            raise ServeError(401, "admin endpoints need the header 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()):
-            raise ServeError(403, "wrong admin token")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -680,19 +713,19 @@ def create_app(settings: ServeSettings | ModelServer):
 
     @app.post("/rollout")
     async def rollout(request: Request) -> dict:
-        authorize(request)
+        authorize(request, server.settings)
         body = await parse(request, RolloutRequest)
         return await run_in_threadpool(server.start_rollout, body.kind, body.candidate, body.settings)
 
     @app.post("/promote")
     async def promote(request: Request) -> dict:
-        authorize(request)
+        authorize(request, server.settings)
         body = await parse(request, PromoteRequest)
         return await run_in_threadpool(server.promote, body.version, body.reason, body.override)
 
     @app.post("/rollback")
     async def rollback(request: Request) -> dict:
-        authorize(request)
+        authorize(request, server.settings)
         body = await parse(request, RollbackRequest)
         return await run_in_threadpool(server.rollback, body.reason)
 

@@ -82,8 +82,15 @@ class ModelStore:
         with self.registry() as registry:
             record = registry.get(version)
             weights = registry.load_weights(version)
-        build, shape = self._builder(version, record.config)
-        module = build()
+            # A version narrower than the stream (classes or columns it has not met), or of a
+            # challenger line's architecture, says so in its schema extra.
+            schema = dict(registry.load_extra(version, "schema") or {})
+        config = record.config
+        if schema.pop("architecture", None) == "challenger":
+            challenger = (config.get("challenger") or {}).get("model")
+            config = {**config, "model": challenger}
+        build, shape = self._builder(version, config)
+        module = build(**schema) if schema else build()
         module.load_state_dict(weights)
         module.to(self.device).eval()
         loaded = LoadedModel(version, module, tuple(int(s) for s in shape), self.device)

@@ -1,0 +1,45 @@
+"""Recommendations that adapt inside a session: a two-speed recommender on a ratings stream
+(docs/recommend.md).
+
+- ``ContinualRecommender`` (``perennial.recommend.continual``): the global model, updated window by
+  window with replay, each update a registry version behind an HR@10 gate;
+- ``Recommender`` (``perennial.recommend.model``): one version as served, and the exact in-session
+  update of a user vector (ridge regression centred on the population prior);
+- ``SessionStore`` (``perennial.recommend.sessions``): live sessions with a time-to-live, an LRU
+  bound and per-unit rate limits;
+- ``LiveRecommender`` (``perennial.recommend.live``): rank and feedback per unit, as the server runs them;
+- ``perennial.recommend.cold_start``: replaying held-out users as cold users, and interleaving.
+"""
+
+from perennial.recommend.cold_start import ColdStartReport, ColdUser, cold_users, interleave_user, replay_user
+from perennial.recommend.continual import ContinualRecommender, RatingsReservoir, UpdateOutcome
+from perennial.recommend.live import BadFeedback, LiveRecommender
+from perennial.recommend.model import Recommender
+from perennial.recommend.sessions import (
+    RateLimited,
+    Session,
+    SessionError,
+    SessionExpired,
+    SessionStore,
+    UnknownSession,
+)
+
+__all__ = [
+    "BadFeedback",
+    "ColdStartReport",
+    "ColdUser",
+    "ContinualRecommender",
+    "LiveRecommender",
+    "RateLimited",
+    "RatingsReservoir",
+    "Recommender",
+    "Session",
+    "SessionError",
+    "SessionExpired",
+    "SessionStore",
+    "UnknownSession",
+    "UpdateOutcome",
+    "cold_users",
+    "interleave_user",
+    "replay_user",
+]
