@@ -579,6 +579,20 @@ async def _json_body(request: Any, limit: int) -> Any:
         raise ServeError(400, f"malformed JSON: {err}") from None
 
 
+async def parse_body(request: Any, model: Any, limit: int) -> Any:
+    """The request's JSON body (at most ``limit`` bytes) validated as the pydantic ``model``; a 422
+    naming what is wrong otherwise."""
+    from pydantic import ValidationError
+
+    body = await _json_body(request, limit)
+    if not isinstance(body, dict):
+        raise ServeError(422, f"the body must be a JSON object, got {type(body).__name__}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise ServeError(422, _validation_message(err)) from None
+
+
 def _validation_message(err: Any) -> str:
     parts = []
     for e in err.errors()[:3]:
@@ -614,7 +628,7 @@ def create_app(settings: Any):
         return create_recommender_app(settings)
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
     from starlette.concurrency import run_in_threadpool
 
     server = settings if isinstance(settings, ModelServer) else ModelServer(settings)
@@ -654,13 +668,7 @@ def create_app(settings: Any):
         reason: StrictStr = ""
 
     async def parse(request: Request, model: type[BaseModel]) -> BaseModel:
-        body = await _json_body(request, limit)
-        if not isinstance(body, dict):
-            raise ServeError(422, f"the body must be a JSON object, got {type(body).__name__}")
-        try:
-            return model.model_validate(body)
-        except ValidationError as err:
-            raise ServeError(422, _validation_message(err)) from None
+        return await parse_body(request, model, limit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

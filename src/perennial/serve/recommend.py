@@ -27,9 +27,8 @@ from perennial.serve.app import (
     Metrics,
     ServeError,
     ServeSettings,
-    _json_body,
-    _validation_message,
     authorize,
+    parse_body,
 )
 
 # Paths of the classifier mode, answered with a pointer to this mode's endpoints instead of a bare 404.
@@ -144,7 +143,7 @@ def create_recommender_app(settings: ServeSettings | RecommenderServer):
     """The FastAPI app of the recommender mode over a ``RecommenderServer``."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
     server = settings if isinstance(settings, RecommenderServer) else RecommenderServer(settings)
     limit = server.settings.max_body_bytes
@@ -163,13 +162,7 @@ def create_recommender_app(settings: ServeSettings | RecommenderServer):
         click: bool | None = None
 
     async def parse(request: Request, model: type[BaseModel]) -> BaseModel:
-        body = await _json_body(request, limit)
-        if not isinstance(body, dict):
-            raise ServeError(422, f"the body must be a JSON object, got {type(body).__name__}")
-        try:
-            return model.model_validate(body)
-        except ValidationError as err:
-            raise ServeError(422, _validation_message(err)) from None
+        return await parse_body(request, model, limit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
