@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from perennial.data import DataError, DigitsStream, NewColumnsStream, Stream, Window
+from perennial.drift.mmd import MMDDrift
 from perennial.evaluate import PromotionGate
 from perennial.evaluate.gate import GateDecision
 from perennial.evaluate.metrics import evaluate
+from perennial.evaluate.screening import WindowScreen
 from perennial.learn import MLP, ClassifierModule, ReservoirBuffer, StatefulUpdate
+from perennial.triggers.drift import DriftTrigger
 from tests.conftest import make_loop, small_stream
 
 ALWAYS = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0)
@@ -196,3 +199,18 @@ def test_new_columns_must_be_flat_features_and_appear_after_the_first_window():
         NewColumnsStream(small_stream(), at=0)
     with pytest.raises(ValueError, match="flat features"):
         NewColumnsStream(DigitsStream(scenario="rotated"), columns=1)
+
+
+def test_late_labels_the_screen_and_a_drift_trigger_work_across_new_columns(tmp_path):
+    # Each reads the champion's columns only: reference rows from before the change lack the new ones.
+    stream = NewColumnsStream(small_stream(), columns=2, at=3, label_delay=1)
+    screen = WindowScreen(checks=("label_shift", "disagreement", "class_stats"))
+    loop = make_loop(tmp_path / "delay", stream=stream, gate=ALWAYS, screen=screen)
+    loop.run()
+    v2 = loop.registry.get("v2")
+    assert (v2.trigger["name"], v2.created_window) == ("schema", 4)  # window 3's labels land at 4
+    drift = DriftTrigger(MMDDrift(), compare="inputs")
+    stream = NewColumnsStream(small_stream(), columns=2, at=3)
+    loop = make_loop(tmp_path / "drift", stream=stream, gate=ALWAYS, trigger=drift)
+    loop.run()
+    assert loop.registry.get("v2").trigger["name"] == "schema"

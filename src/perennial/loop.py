@@ -358,7 +358,8 @@ class ContinuousDeployment:
         if self.screen is not None:  # the warm-up windows, as v1 sees them, are the first reference
             for i in warm:
                 x, y = self.split(i).train
-                self.screen.accept(x, y, cand.module.predict_logits(x).softmax(1).numpy())
+                probabilities = cand.module.predict_logits(x).softmax(1).numpy()
+                self.screen.accept(self.as_read_by(x, cand.module), y, probabilities)
         state = {
             "next_window": warm[-1] + 1,
             "champion": "",

@@ -214,9 +214,15 @@ class WindowScreen:
         tested = 0
         per_class = {}
         for c in np.unique(y).tolist():
-            ref = [r["classes"][str(c)] for r in self.reference if str(c) in r["classes"]]
             now = _gap(x, y, predicted, c)
-            if now is None or len(ref) == 0:
+            if now is None:
+                continue
+            # Windows summarised over as many features: a champion that reads columns new to the
+            # stream starts its own reference.
+            width = len(now["gap"])
+            ref = [r["classes"][str(c)] for r in self.reference if str(c) in r["classes"]]
+            ref = [r for r in ref if len(r["gap"]) == width]
+            if not ref:
                 continue
             # Pooled over the reference windows: the gap and its variance, and the spread of the rows.
             weights = np.array([r["n"] for r in ref], dtype=float)
