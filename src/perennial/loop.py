@@ -325,7 +325,10 @@ class ContinuousDeployment:
             )
             for t in range(state["next_window"], len(self.windows)):
                 champion = self.step(t, state, champion, static)
-                self.logger.log_window(state["rows"][-1])  # only once the window has committed
+                # Only once the step has committed, and a window only once its labels are in (at
+                # once without a delay): its scores are what loggers are for.
+                for row in labelled_rows(state["rows"], self.arrivals.get(t, [])):
+                    self.logger.log_window(row)
                 self.prune_checkpoints(state)
                 bar.update(task, advance=1, champion=state["champion"])
         return state
@@ -839,6 +842,12 @@ def load_trusted(path: str | Path, stream: Stream) -> tuple[np.ndarray, np.ndarr
     if not np.isfinite(x).all():
         raise DataError(f"gate.trusted file {path}: x holds NaN or infinite values")
     return x, y.astype(np.int64)
+
+
+def labelled_rows(rows: Sequence[dict], windows: Sequence[int]) -> list[dict]:
+    """The rows of ``windows``, in window order."""
+    wanted = set(windows)
+    return sorted((r for r in rows if r["window"] in wanted), key=lambda r: r["window"])
 
 
 def _quarantined(state: dict) -> list[int]:

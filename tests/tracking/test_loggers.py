@@ -13,7 +13,7 @@ import torch
 
 from perennial.registry import Registry, VersionRecord
 from perennial.tracking import CSVLogger, MLflowLogger, RunHistory, RunLogger, TensorBoardLogger
-from tests.conftest import kill_mid_window, make_loop
+from tests.conftest import kill_mid_window, make_loop, small_stream
 
 EVALUATED = [1, 2, 3, 4, 5]  # small_stream: 6 windows, v1 trained on window 0
 
@@ -75,6 +75,25 @@ def test_csv_log_holds_each_window_and_event_once_after_crashes_and_resumes(tmp_
     assert decided == [(d["version"], d["decision"], d["window"]) for d in loop.registry.decisions()]
     assert {"promoted", "rejected"} & {e for _, e, _ in decided}
     loop.registry.close()
+
+
+def test_with_late_labels_a_window_is_logged_once_its_scores_are_in(tmp_path):
+    def loop_at():
+        stream = small_stream()
+        stream.label_delay = 2  # window w's labels land at step w + 2: windows 4 and 5 never
+        return logged_loop(tmp_path, CSVLogger(), stream=stream)
+
+    kill_mid_window(loop_at(), 4)
+    loop = loop_at()
+    state = loop.run(resume=True)
+    loop.registry.close()
+    metrics = read_csv(tmp_path / "metrics.csv")
+    assert [int(m["window"]) for m in metrics] == [1, 2, 3]
+    labelled = [r for r in state["rows"] if r["served_accuracy"] is not None]
+    assert [float(m["served_accuracy"]) for m in metrics] == pytest.approx(
+        [r["served_accuracy"] for r in labelled]
+    )
+    assert [r["window"] for r in state["rows"]] == EVALUATED  # windows.csv still lists every window
 
 
 def test_tensorboard_has_served_accuracy_once_for_every_window_after_a_resume(tmp_path):

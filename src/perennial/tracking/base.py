@@ -1,6 +1,7 @@
 """What every experiment logger receives from the loop, and the run history a logger catches up from.
 
-The loop calls a logger once per event: ``log_window`` after a window commits, ``log_version`` when
+The loop calls a logger once per event: ``log_window`` once a window's labels are in and the step
+that brought them has committed (at once without ``data.label_delay``), ``log_version`` when
 a candidate is stored, ``log_decision`` when the gate or a rollout decides about it. Before the
 first window, ``start`` hands it the history the run has committed so far (none but v1 for a new
 run), so a logger that missed events, or saw events of a window that a crash never committed,
@@ -62,7 +63,9 @@ class RunHistory:
             run_dir=Path(run_dir),
             versions_dir=registry.versions_dir,
             config=state.get("config", {}),
-            rows=list(state.get("rows", [])),
+            # A window reaches the loggers once its labels are in (data.label_delay): its scores
+            # are set then; windows.csv lists every window served.
+            rows=[r for r in state.get("rows", []) if r.get("served_accuracy") is not None],
             versions=registry.versions(),
             decisions=[
                 Decision(d["version"], d["window"], d["decision"], d["numbers"]) for d in registry.decisions()
@@ -98,7 +101,7 @@ class RunLogger:
         """Called before the first window of a run or of a resumption; catch up with ``history``."""
 
     def log_window(self, row: Mapping[str, Any]) -> None:
-        """One window's row (the loop's windows.csv row), after the window has committed."""
+        """One window's row (the loop's windows.csv row), once its labels are in and committed."""
 
     def log_version(self, record: VersionRecord) -> None:
         """A new candidate version, just stored in the registry."""
