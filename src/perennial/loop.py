@@ -341,6 +341,7 @@ class ContinuousDeployment:
             batch_size=self.update.batch_size,
             lr=self.update.lr,
             weight_decay=self.update.weight_decay,
+            class_weight=self.update.class_weight,
         )
         seed = window_seed(self.settings.seed, warm[-1])
         splits = self.train_splits(warm[-1])

@@ -46,6 +46,8 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_state: dict | None = None
         self.strategy_state: dict = {}
         self.regularizers: list = []
+        # Per-class loss weights for the update that trains it (update.class_weight), or None.
+        self.class_weights: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.n_features is not None:
@@ -105,7 +107,8 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["x"])
-        loss = F.cross_entropy(logits, batch["y"])
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits, batch["y"], weight=weights)
         for regularizer in self.regularizers:
             loss = loss + regularizer.penalty(self, batch, logits)
         return loss

@@ -13,12 +13,17 @@ from typing import ClassVar
 
 import lightning as L
 import numpy as np
+import torch
 
 from perennial.data.window import present_features
 from perennial.learn.fit import fit
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
+
+# update.class_weight: "balanced" weighs each class's loss by n / (classes * n_class) in the data an
+# update trains on, so a rare class counts as much as a common one; "none" weighs every row alike.
+CLASS_WEIGHTS = ("none", "balanced")
 
 # The training part of each labelled window, by window index.
 TrainSplits = Mapping[int, tuple[np.ndarray, np.ndarray]]
@@ -51,19 +56,43 @@ def shaped(
     return module
 
 
+def balanced_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Loss weights ``n / (present * n_c)`` for the classes present in ``y``, 1 for the others (they
+    have no rows to weigh), as scikit-learn's "balanced".
+
+    >>> balanced_weights(np.array([0, 0, 0, 1]), 3).tolist()
+    [0.6666666865348816, 2.0, 1.0]
+    """
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 class Update(ABC):
     """Makes a candidate from the champion and the labelled data seen so far."""
 
     kind: ClassVar[str]
 
     def __init__(
-        self, epochs: int, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0
+        self,
+        epochs: int,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        class_weight: str = "none",
     ) -> None:
         if epochs < 1:
             raise ValueError(f"update.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
             raise ValueError(f"update.batch_size must be >= 1, got {batch_size}")
+        if class_weight not in CLASS_WEIGHTS:
+            raise ValueError(
+                f"update.class_weight must be one of {list(CLASS_WEIGHTS)}, got {class_weight!r}"
+            )
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.class_weight = class_weight
 
     @abstractmethod
     def start(
@@ -85,7 +114,7 @@ class Update(ABC):
     def retrain(self) -> Update:
         """The stateless retrain this update runs when fine-tuning cannot (new feature columns)."""
         settings = {"batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay}
-        return StatelessUpdate(self.epochs, **settings)
+        return StatelessUpdate(self.epochs, class_weight=self.class_weight, **settings)
 
     def run(
         self,
@@ -132,6 +161,8 @@ class Update(ABC):
         if known is not None:
             module.grow_classes(known)  # a fine-tuned head meets classes its parent never saw
         module.lr, module.weight_decay = self.lr, self.weight_decay
+        if self.class_weight == "balanced":
+            module.class_weights = balanced_weights(data["y"], module.n_classes)
         inherited = module.strategy_state
         for regularizer in regularizers:
             regularizer.begin(module, inherited.get(regularizer.name))
@@ -141,7 +172,7 @@ class Update(ABC):
                 module, data, epochs=self.epochs, batch_size=self.batch_size, seed=seed, trainer=trainer
             )
         finally:
-            module.regularizers = []
+            module.regularizers, module.class_weights = [], None
         module.optimizer_state = result.optimizer_state  # a later fine-tune of this version continues it
         # What this version hands down is computed on its new data, as continual-learning methods do.
         module.strategy_state = {
