@@ -500,8 +500,9 @@ class ContinuousDeployment:
         against the champion this window leaves (the fresh candidate, if it is promoted offline)."""
         if self.challenger is None or self.rollout is not None:
             return None
+        # The champion line's versions so far: v1 and the earlier candidates, so n at the n-th update.
         updates = sum(1 for v in self.registry.versions() if v.trigger and v.trigger["name"] != "challenger")
-        if updates % self.challenger.every:  # v1 counts and the candidate in hand does not: n at the n-th
+        if updates % self.challenger.every:
             return None
         rival = self.update.retrain().run(
             self.challenger.make,
