@@ -82,7 +82,7 @@ def test_a_bad_value_fails_the_sweep_before_any_job_and_lists_the_accepted_ones(
     assert done.returncode == 2, done.stderr[-3000:]
     accepted = ", ".join(sorted(f.stem for f in (Path(CONF_DIR) / "strategy").glob("*.yaml")))
     assert f"strategy=bogus: no such strategy config; accepted: {accepted} (jobs 2, 3)" in done.stderr
-    assert "update.epcohs: no such setting; accepted: batch_size, epochs, lr," in done.stderr
+    assert "update.epcohs: no such setting; accepted: batch_size, class_weight, epochs, lr," in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
 
