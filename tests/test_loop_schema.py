@@ -214,3 +214,46 @@ def test_late_labels_the_screen_and_a_drift_trigger_work_across_new_columns(tmp_
     loop = make_loop(tmp_path / "drift", stream=stream, gate=ALWAYS, trigger=drift)
     loop.run()
     assert loop.registry.get("v2").trigger["name"] == "schema"
+
+
+def sensor_csv(path, n_days: int = 120, installed: int = 45):
+    """Daily rows, 20 a day; the humidity sensor is installed on day ``installed`` (empty before), and
+    once, later, a reading is lost."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    day = np.repeat(np.arange(n_days), 20)
+    temperature, humidity = rng.normal(size=len(day)), rng.normal(size=len(day))
+    rain = (0.3 * temperature + humidity + rng.normal(0, 0.3, len(day)) > 0).astype(int)
+    frame = pd.DataFrame(
+        {
+            "date": (pd.Timestamp("2024-01-01") + pd.to_timedelta(day, unit="D")).strftime("%Y-%m-%d"),
+            "humidity": np.where(day >= installed, humidity.round(3), np.nan),
+            "temperature": temperature.round(3),
+            "rain": rain,
+        }
+    )
+    frame.loc[len(frame) - 7, "humidity"] = np.nan
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_csv_column_that_starts_empty_is_a_new_column_not_bad_rows(tmp_path):
+    from perennial.data import TableStream
+    from perennial.data.window import present_features
+
+    stream = TableStream(sensor_csv(tmp_path / "sensor.csv"), "date", "rain", window="15D")
+    assert stream.feature_names == ["temperature", "humidity"]  # the new column goes last
+    assert [present_features(w.x) for w in stream.windows()] == [1, 1, 1, 2, 2, 2, 2, 2]
+    assert stream.quarantined_rows == 1  # the lost reading, after the sensor was installed
+    assert "humidity" in stream.quarantine["reason"].iloc[0]
+    first_humid = stream.windows()[3].x[:, 1]  # standardised on the window it appears in
+    assert abs(first_humid.mean()) < 1e-5 and abs(first_humid.std() - 1) < 1e-3
+    loop = make_loop(tmp_path / "run", stream=stream, gate=ALWAYS)
+    loop.run()
+    v2 = loop.registry.get("v2")
+    assert v2.trigger["reason"] == "window 3 brings new feature columns humidity"
+    # humidity decides the rain here: the line that reads it is far better on the windows after
+    matrix = loop.accuracy_matrix()
+    after = [w for w in range(3, 8)]
+    assert matrix.loc[loop.registry.champion(), after].mean() > matrix.loc["v1.2", after].mean() + 0.1

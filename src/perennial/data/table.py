@@ -119,20 +119,29 @@ class TableStream(Stream):
         y, missing_target = self._encode_target(frame[self.target])
         numeric, numeric_cols, onehot = self._encode_features(frame, features, categorical)
 
-        bad = self._quarantine(frame, missing_time, missing_target, numeric, numeric_cols)
+        usable = ~(missing_time | missing_target | frame.isna().all(axis=1).to_numpy())
+        late = self._late_columns(numeric, times, usable, period)
+        bad = self._quarantine(frame, times, missing_time, missing_target, numeric, numeric_cols, late)
         keep = np.flatnonzero(~bad)
         order = keep[np.argsort(times[keep], kind="stable")]
         times, y, numeric, onehot = times[order], y[order], numeric[order], onehot[order]
 
-        # standardise with the first window's statistics only, so no window sees the future
-        if isinstance(period, pd.Timedelta):
-            first = int((times < times[0] + period.to_timedelta64()).sum())
-        else:
-            first = period
-        mean = numeric[:first].mean(axis=0)
-        std = numeric[:first].std(axis=0)
-        std[~(std > 0)] = 1.0
-        x = np.hstack([(numeric - mean) / std, onehot]).astype(np.float32)
+        # Standardise with the first window's statistics only, so no window sees the future; a column
+        # that appears mid-stream with those of the window it appears in.
+        window_of = self._window_numbers(times, period)
+        x_numeric = np.full_like(numeric, np.nan)
+        for j in range(numeric.shape[1]):
+            present = np.isfinite(numeric[:, j])
+            first = present & (window_of == window_of[np.argmax(present)]) if present.any() else present
+            mean, std = (numeric[first, j].mean(), numeric[first, j].std()) if first.any() else (0.0, 1.0)
+            x_numeric[present, j] = (numeric[present, j] - mean) / (std if std > 0 else 1.0)
+        # Columns that appear mid-stream go last, in the order they appear: a stream's columns only
+        # grow at the end (perennial.data.window.present_features), which is what lets a model keep
+        # reading the columns it was trained on.
+        early = [j for j in range(len(numeric_cols)) if j not in late]
+        x = np.hstack([x_numeric[:, early], onehot, x_numeric[:, list(late)]]).astype(np.float32)
+        onehot_names = self.feature_names[len(numeric_cols) :]
+        self.feature_names = [numeric_cols[j] for j in early] + onehot_names + [numeric_cols[j] for j in late]
 
         self.feature_shape = (x.shape[1],)
         if isinstance(period, int):
@@ -142,6 +151,34 @@ class TableStream(Stream):
 
     def windows(self) -> list[Window]:
         return self._windows
+
+    @staticmethod
+    def _window_numbers(times: np.ndarray, period: int | pd.Timedelta) -> np.ndarray:
+        """The window each row of ``times`` (in time order) falls in."""
+        if isinstance(period, int):
+            return np.arange(len(times)) // period
+        return (times - times[0]) // period.to_timedelta64() if len(times) else np.zeros(0, np.int64)
+
+    def _late_columns(
+        self, numeric: np.ndarray, times: np.ndarray, usable: np.ndarray, period: int | pd.Timedelta
+    ) -> dict[int, object]:
+        """Numeric columns that appear mid-stream: missing in every usable row before a time after the
+        first window, present from then on. Their missing values before that time are not bad rows.
+        Returns ``{column: the time it appears}``, in the order they appear."""
+        rows = np.flatnonzero(usable)
+        if not len(rows) or not numeric.shape[1]:
+            return {}
+        rows = rows[np.argsort(times[rows], kind="stable")]
+        window_of = self._window_numbers(times[rows], period)
+        late = {}
+        for j in range(numeric.shape[1]):
+            present = np.isfinite(numeric[rows, j])
+            if not present.any() or present[0]:
+                continue
+            first = int(np.argmax(present))
+            if window_of[first] > 0:  # absent from the whole first window, at least
+                late[j] = times[rows[first]]
+        return dict(sorted(late.items(), key=lambda item: (item[1], item[0])))
 
     # -- reading and checking -------------------------------------------------------------------
 
@@ -328,17 +365,22 @@ class TableStream(Stream):
     def _quarantine(
         self,
         frame: pd.DataFrame,
+        times: np.ndarray,
         missing_time: np.ndarray,
         missing_target: np.ndarray,
         numeric: np.ndarray,
         numeric_cols: list[str],
+        late: dict[int, object],
     ) -> np.ndarray:
-        """Set aside rows the loop cannot learn from, with a reason each; returns the mask of those rows."""
+        """Set aside rows the loop cannot learn from, with a reason each; returns the mask of those rows.
+        A column in ``late`` may be missing in the rows from before it appeared."""
         blank = frame.isna().all(axis=1).to_numpy()
         checks = [(blank, "blank line", None)]
         checks += [(missing_time & ~blank, "missing time", self.time_column)]
         checks += [(missing_target & ~blank, "missing target", self.target)]
         finite = np.isfinite(numeric)
+        for j, appeared in late.items():
+            finite[:, j] |= ~missing_time & (times < appeared)
         checks += [
             (~finite[:, j] & ~blank, f"missing or infinite value in column {c!r}", c)
             for j, c in enumerate(numeric_cols)
