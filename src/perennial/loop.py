@@ -138,6 +138,10 @@ class ContinuousDeployment:
             names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
             raise ValueError(f"strategy {names} replays stored logits and needs a buffer (strategy.buffer)")
         self.windows: list[Window] = stream.windows()
+        # The feature columns the stream has, and those every row of each window carries: columns
+        # only grow, at the end (present_features).
+        self.width = math.prod(self.windows[0].x.shape[1:]) if self.windows else 0
+        self.present = [present_features(w.x) for w in self.windows]
         self._splits: dict[int, Split] = {}
         self._reference_cache: tuple[tuple, np.ndarray] = ((), np.empty(0))
         self._trusted: tuple[np.ndarray, np.ndarray] | None = None
@@ -197,17 +201,16 @@ class ContinuousDeployment:
         return self._trusted
 
     # ---- schema ------------------------------------------------------------------------------
-    def columns(self, x: np.ndarray) -> int | None:
-        """The leading feature columns every row of ``x`` carries, as a model's ``n_features``:
-        None when that is all of the stream's."""
-        present = present_features(x)
-        return None if present >= math.prod(self.windows[0].x.shape[1:]) else present
+    def columns(self, w: int) -> int | None:
+        """The leading feature columns every row of window ``w`` carries, as a model's
+        ``n_features``: None when that is all of the stream's."""
+        return None if self.present[w] >= self.width else self.present[w]
 
     def schema_of(self, windows: Sequence[int]) -> dict[str, int]:
         """How far the stream's schema has grown by the newest of ``windows``: its feature columns,
         and the classes (ids below ``classes``) their labels hold."""
         return {
-            "features": present_features(self.windows[windows[-1]].x),
+            "features": self.present[windows[-1]],
             "classes": max(int(self.windows[w].y.max(initial=0)) + 1 for w in windows),
         }
 
@@ -228,14 +231,13 @@ class ContinuousDeployment:
         state["schema"] = seen
         return Firing("schema", "; ".join(reasons)) if reasons else None
 
-    def reads(self, module: ClassifierModule, x: np.ndarray) -> bool:
-        """Whether every row of ``x`` carries all the columns ``module`` reads."""
-        needed = module.n_features or math.prod(self.windows[0].x.shape[1:])
-        return present_features(x) >= needed
+    def reads(self, module: ClassifierModule, present: int) -> bool:
+        """Whether rows that carry ``present`` leading columns carry all those ``module`` reads."""
+        return present >= (module.n_features or self.width)
 
     def readable(self, windows: Sequence[int], module: ClassifierModule) -> list[int]:
         """Those of ``windows`` whose rows carry every column ``module`` reads."""
-        return [w for w in windows if self.reads(module, self.windows[w].x)]
+        return [w for w in windows if self.reads(module, self.present[w])]
 
     def as_read_by(self, x: np.ndarray, module: ClassifierModule) -> np.ndarray:
         """``x`` without the columns ``module`` does not read (those that appeared after it), for the
@@ -354,7 +356,7 @@ class ContinuousDeployment:
             seed,
             self.trainer,
             self.regularizers,
-            n_features=self.columns(splits[warm[-1]][0]),
+            n_features=self.columns(warm[-1]),
             grow_head=self.settings.head == "grow",
         )
         for i in warm:
@@ -390,7 +392,7 @@ class ContinuousDeployment:
     ) -> ClassifierModule:
         # 1. The champion serves window t. Its accuracy, and everything that needs labels, waits for
         # them: with data.label_delay they land windows later (at once without a delay).
-        if not self.reads(champion, self.windows[t].x):
+        if not self.reads(champion, self.present[t]):
             raise DataError(
                 f"window {t} ({self.windows[t].label}) lacks feature columns that champion "
                 f"{state['champion']} reads: columns may appear mid-stream (after the others), not vanish"
@@ -427,7 +429,7 @@ class ContinuousDeployment:
         # 3. An update makes a candidate from the labelled windows since the last one.
         pending = list(state["pending"])
         update = self.update.choose(self.registry.versions())  # a hybrid picks per update
-        newest = self.columns(self.windows[pending[-1]].x)
+        newest = self.columns(pending[-1])
         if firing.name == "schema" and newest != champion.n_features:
             # Fine-tuning cannot give a model new inputs: a new major version is trained from scratch.
             update = update.retrain()
@@ -721,7 +723,7 @@ class ContinuousDeployment:
         past = self.gate.past(self.readable(earlier, candidate))  # older windows may lack new columns
         fresh_candidate = evaluate(candidate, *fresh)
         trusted = self.trusted_rows()
-        if trusted is not None and not self.reads(candidate, trusted[0]):
+        if trusted is not None and not self.reads(candidate, present_features(trusted[0])):
             trusted = None  # rows from before the newest columns cannot test a model that reads them
         decision = self.gate.decide(
             fresh_candidate,
