@@ -8,11 +8,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from perennial.cli.common import CONF_DIR
 from perennial.data import DigitsStream, Stream, SyntheticStream, TableStream, WeatherStream
 
 from .test_images import needs_fashion
 
-CONF = Path(__file__).parents[2] / "conf" / "data"
+CONF = Path(CONF_DIR) / "data"  # the configs as installed, which the apps read
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""What perennial's Hydra apps share: the config directory, building the stream and the model from
+"""What perennial's Hydra apps share: the packaged configs, building the stream and the model from
 a config, and turning bad input into a one-line error with exit status 2."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from importlib.resources import files
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -18,7 +19,13 @@ from perennial.learn.module import ClassifierModule
 from perennial.loop import Challenger
 
 USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
-CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+# The configs ship inside the package (pyproject.toml maps perennial.conf to the top-level conf/), so
+# the apps find them from a wheel as from a checkout, whatever the working directory.
+CONF_PACKAGE = "perennial.conf"
+CONFIG_PATH = f"pkg://{CONF_PACKAGE}"  # hydra.main's config_path
+# The same configs as a directory, for reading presets and for hydra's initialize_config_dir: an
+# installed package is unpacked on disk (pip never installs a zipped wheel).
+CONF_DIR = str(files(CONF_PACKAGE))
 
 
 def build_module(

@@ -9,7 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from perennial.cli.common import CONF_DIR, stream_and_builder, user_errors
+from perennial.cli.common import CONFIG_PATH, stream_and_builder, user_errors
 from perennial.evaluate.freshness import (
     FreshnessResult,
     FreshnessSettings,
@@ -33,7 +33,7 @@ def freshness(cfg: DictConfig) -> FreshnessResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="freshness")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="freshness")
 def main(cfg: DictConfig) -> None:
     with user_errors("perennial-freshness"):
         freshness(cfg)

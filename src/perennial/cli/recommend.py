@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from perennial.cli.common import CONF_DIR, user_errors
+from perennial.cli.common import CONFIG_PATH, user_errors
 from perennial.data.movielens import MovieLensWindows, load_ratings
 from perennial.recommend import ContinualRecommender
 from perennial.registry import Registry, atomic_write_text
@@ -59,7 +59,7 @@ def print_outcomes(frame: pd.DataFrame, registry: Registry, out: Path) -> None:
     console.print(f"serve it: perennial-serve serve.registry={out / 'registry'} serve.mode=recommender")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="recommend")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="recommend")
 def main(cfg: DictConfig) -> None:
     with user_errors("perennial-recommend"):
         recommend(cfg)

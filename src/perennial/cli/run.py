@@ -10,10 +10,14 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from perennial.cli.common import CONF_DIR, challenger, stream_and_builder, user_errors
+from perennial.cli.common import CONF_DIR, CONFIG_PATH, challenger, stream_and_builder, user_errors
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
-from perennial.report import print_summary, summarize, write_outputs
+from perennial.report.run import print_summary, summarize, write_outputs
+
+# CONF_DIR is for code that composes run.yaml as perennial-run does (tests, notebooks): importing it
+# from here also registers the resolvers that run.yaml's hydra section interpolates.
+__all__ = ["CONF_DIR", "main"]
 
 
 def resuming(resume: object) -> bool:
@@ -102,7 +106,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="run")
 def main(cfg: DictConfig) -> None:
     with user_errors("perennial-run"):
         run(cfg)
