@@ -9,7 +9,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from perennial.drift import UnivariateDrift
-from perennial.evaluate.stats import adjust_pvalues
+from perennial.stats.corrections import adjust_pvalues
 
 
 def _normal(seed: int, n: int = 400, d: int = 8) -> np.ndarray:

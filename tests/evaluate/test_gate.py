@@ -27,7 +27,7 @@ def _fresh(n: int, right: int) -> Evaluation:
     return _eval(np.arange(n) < right)
 
 
-TESTS = ["mcnemar", "bootstrap"]
+TESTS = ["score", "bootstrap"]
 
 
 @pytest.mark.parametrize("test", TESTS)
@@ -35,51 +35,98 @@ def test_rejects_a_clearly_worse_candidate(test):
     cand, champ = _pair(200, champion_right=180, lost=40)
     decision = PromotionGate(test=test).decide(cand, champ)
     assert not decision.promote and decision.label == "rejected"
-    assert "worse on fresh data" in decision.reason
-    assert decision.numbers["fresh_diff"] == pytest.approx(-0.2)
-    assert decision.numbers["p_value"] < 0.001 and decision.numbers["test"] == test
+    assert "not shown within 0.02" in decision.reason and "fresh data" in decision.reason
+    numbers = decision.numbers
+    assert numbers["fresh_diff"] == pytest.approx(-0.2) and numbers["fresh_lower_bound"] < -0.2
+    assert numbers["p_value"] > 0.99 and numbers["test"] == test
 
 
 @pytest.mark.parametrize("test", TESTS)
-@pytest.mark.parametrize(("lost", "gained"), [(0, 0), (10, 10), (0, 15), (5, 20)])
-def test_promotes_an_equal_or_better_candidate(test, lost, gained):
-    cand, champ = _pair(200, champion_right=150, lost=lost, gained=gained)
+@pytest.mark.parametrize(("lost", "gained"), [(0, 0), (50, 50), (0, 75), (25, 100)])
+def test_promotes_an_equal_or_better_candidate_when_the_rows_can_show_it(test, lost, gained):
+    # 2000 rows, at most 6% of them discordant: enough to tell a 2-point drop from none.
+    cand, champ = _pair(2000, champion_right=1500, lost=lost, gained=gained)
     decision = PromotionGate(test=test).decide(cand, champ)
-    assert decision.promote and decision.label == "promoted"
-    assert decision.numbers["p_value"] > 0.5
+    assert decision.promote and decision.label == "promoted", decision.reason
+    assert decision.numbers["fresh_lower_bound"] > -0.02 and decision.numbers["p_value"] < 0.05
+    assert decision.numbers["min_detectable_drop"] < 0.02
 
 
 @pytest.mark.parametrize("test", TESTS)
-def test_promotes_a_slightly_worse_candidate_within_tolerance(test):
-    # 1.5 points worse on 2000 examples: a real but tolerated drop (tolerance 0.02).
-    cand, champ = _pair(2000, champion_right=1700, lost=30)
+def test_an_equal_candidate_on_too_few_rows_is_not_promoted_and_the_reason_says_so(test):
+    # 73 fresh rows (a 365-day window's held-out 20%), 10 of them discordant, no net change:
+    # the rows cannot rule out a 2-point drop, and the decision names how much they can.
+    cand, champ = _pair(73, champion_right=55, lost=5, gained=5)
+    decision = PromotionGate(test=test).decide(cand, champ)
+    assert decision.numbers["fresh_diff"] == 0
+    assert not decision.promote
+    assert decision.numbers["min_detectable_drop"] > 0.05
+    assert "73 rows can tell apart drops of" in decision.reason
+    # A tolerance above what the rows can tell apart lets the same candidate through.
+    wide = PromotionGate(test=test, tolerance=decision.numbers["min_detectable_drop"]).decide(cand, champ)
+    assert wide.promote, wide.reason
+
+
+@pytest.mark.parametrize("test", TESTS)
+def test_a_real_drop_within_tolerance_is_promoted_when_shown_within_it(test):
+    # 1 point worse on 10,000 rows: clearly a drop (McNemar p ~ 1e-23), but clearly within 2 points.
+    cand, champ = _pair(10_000, champion_right=9000, lost=100)
     decision = PromotionGate(tolerance=0.02, test=test).decide(cand, champ)
-    assert decision.promote, decision.reason
+    assert decision.promote and -0.02 < decision.numbers["fresh_lower_bound"] < -0.01
 
 
-def test_promotes_a_drop_beyond_tolerance_that_is_not_significant():
-    cand, champ = _pair(50, champion_right=40, lost=4, gained=1)  # 6 points worse, but only 5 disagreements
-    decision = PromotionGate(tolerance=0.02, test="mcnemar").decide(cand, champ)
+def test_a_drop_beyond_tolerance_on_few_disagreements_is_rejected():
+    # 6 points worse, but only 5 disagreements: the old rule promoted it for want of significance;
+    # non-inferiority asks the rows to show it is within tolerance, and they cannot.
+    cand, champ = _pair(50, champion_right=40, lost=4, gained=1)
+    decision = PromotionGate(tolerance=0.02).decide(cand, champ)
     assert decision.numbers["fresh_diff"] < -0.02
-    assert decision.numbers["p_value"] > 0.05
-    assert decision.promote
+    assert not decision.promote
 
 
-def test_a_significant_drop_within_tolerance_is_not_a_rejection():
-    cand, champ = _pair(10_000, champion_right=9000, lost=100)  # 1 point worse, p ~ 1e-30
-    decision = PromotionGate(tolerance=0.02, test="mcnemar").decide(cand, champ)
-    assert decision.numbers["p_value"] < 1e-10
-    assert decision.promote
+@pytest.mark.parametrize("test", TESTS)
+def test_an_observed_drop_at_the_tolerance_is_never_promoted(test):
+    # The lower bound sits below the estimate, so an estimate at -tolerance cannot pass.
+    cand, champ = _pair(10_000, champion_right=9000, lost=200)
+    decision = PromotionGate(tolerance=0.02, test=test).decide(cand, champ)
+    assert decision.numbers["fresh_diff"] == pytest.approx(-0.02)
+    assert not decision.promote and decision.numbers["p_value"] >= 0.05
 
 
-def test_zero_tolerance_rejects_any_significant_drop():
+def test_candidates_at_the_margin_are_promoted_at_most_alpha_of_the_time():
+    # True drop exactly the tolerance, 400 rows, 10% discordant: the error alpha bounds.
+    rng = np.random.default_rng(11)
+    gate = PromotionGate(tolerance=0.02, alpha=0.05)
+    promoted = 0
+    trials = 300
+    for table in rng.multinomial(400, [0.04, 0.06, 0.9], size=trials):
+        gained, lost = table[:2]
+        cand, champ = _pair(400, champion_right=300, lost=lost, gained=gained)
+        promoted += gate.decide(cand, champ).promote
+    assert promoted / trials <= 0.05 + 0.03  # binomial noise on 300 trials: sd 1.3 points
+
+
+def test_zero_tolerance_promotes_only_a_candidate_shown_better():
     cand, champ = _pair(10_000, champion_right=9000, lost=100)
     assert not PromotionGate(tolerance=0.0).decide(cand, champ).promote
+    same = _pair(10_000, champion_right=9000, lost=50, gained=50)
+    assert not PromotionGate(tolerance=0.0).decide(*same).promote
+    better = _pair(10_000, champion_right=9000, lost=50, gained=150)
+    assert PromotionGate(tolerance=0.0).decide(*better).promote
+
+
+@pytest.mark.parametrize("test", TESTS)
+def test_no_fresh_rows_show_nothing(test):
+    empty = _eval(np.zeros(0, bool))
+    decision = PromotionGate(test=test).decide(empty, empty)
+    assert not decision.promote and np.isnan(decision.numbers["fresh_lower_bound"])
+    # tolerance 1 is the pass-everything gate the benchmarks and tests use
+    assert PromotionGate(test=test, tolerance=1.0).decide(empty, empty).promote
 
 
 @pytest.mark.parametrize("test", TESTS)
 def test_rejects_forgetting_beyond_tolerance(test):
-    fresh = _fresh(100, 80)
+    fresh = _fresh(400, 320)  # identical models: 400 rows show them within 2 points
     decision = PromotionGate(forgetting_tolerance=0.05, test=test).decide(
         fresh, fresh, past_candidate=_fresh(300, 240), past_champion=_fresh(300, 270)
     )
@@ -90,7 +137,7 @@ def test_rejects_forgetting_beyond_tolerance(test):
 
 
 def test_tolerates_forgetting_within_tolerance():
-    fresh = _fresh(100, 80)
+    fresh = _fresh(400, 320)  # identical models: 400 rows show them within 2 points
     decision = PromotionGate(forgetting_tolerance=0.05).decide(
         fresh, fresh, past_candidate=_fresh(300, 258), past_champion=_fresh(300, 270)
     )
@@ -101,12 +148,12 @@ def test_tolerates_forgetting_within_tolerance():
 def test_worse_on_fresh_data_is_reported_before_forgetting():
     cand, champ = _pair(200, champion_right=180, lost=40)
     decision = PromotionGate().decide(cand, champ, _fresh(100, 10), _fresh(100, 90))
-    assert not decision.promote and "worse on fresh data" in decision.reason
+    assert not decision.promote and "not shown within" in decision.reason
 
 
 @pytest.mark.parametrize("past", [None, _fresh(0, 0)])
 def test_no_past_data_means_no_forgetting_check(past):
-    fresh = _fresh(100, 80)
+    fresh = _fresh(400, 320)  # identical models: 400 rows show them within 2 points
     decision = PromotionGate().decide(fresh, fresh, past, _fresh(100, 100) if past is not None else None)
     assert decision.promote and "past_drop" not in decision.numbers
 
@@ -114,7 +161,11 @@ def test_no_past_data_means_no_forgetting_check(past):
 @pytest.mark.parametrize(
     ("kwargs", "names"),
     [
-        ({"test": "t"}, ["'t'", "mcnemar", "bootstrap"]),
+        ({"test": "t"}, ["'t'", "score", "bootstrap"]),
+        ({"test": "mcnemar"}, ["'mcnemar'", "gate.test=score", "non-inferiority"]),
+        ({"tolerance": -0.1}, ["tolerance", "-0.1"]),
+        ({"tolerance": 2}, ["tolerance", "2"]),
+        ({"bootstrap_samples": 0}, ["bootstrap_samples", "0"]),
         ({"alpha": 2}, ["alpha", "2"]),
         ({"alpha": 0}, ["alpha", "0"]),
         ({"past_windows": -1}, ["past_windows", "-1"]),

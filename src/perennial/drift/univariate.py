@@ -17,7 +17,7 @@ from perennial.drift.base import (
     paired_rows,
     row_shortfall,
 )
-from perennial.evaluate.stats import CORRECTION_NAMES, adjust_pvalues
+from perennial.stats.corrections import CORRECTION_NAMES, adjust_pvalues
 
 MAX_VALUES_NAMED = 10
 

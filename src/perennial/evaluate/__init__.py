@@ -6,7 +6,6 @@ from perennial.evaluate.gate import GateDecision, PromotionGate
 from perennial.evaluate.matrix import backward_transfer, forgetting
 from perennial.evaluate.metrics import Evaluation, evaluate
 from perennial.evaluate.screening import ScreenResult, WindowScreen
-from perennial.evaluate.stats import mcnemar_worse_pvalue, paired_bootstrap_worse_pvalue
 
 __all__ = [
     "Evaluation",
@@ -17,6 +16,4 @@ __all__ = [
     "backward_transfer",
     "evaluate",
     "forgetting",
-    "mcnemar_worse_pvalue",
-    "paired_bootstrap_worse_pvalue",
 ]

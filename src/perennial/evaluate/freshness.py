@@ -17,10 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import matplotlib
-
-matplotlib.use("Agg")  # runs on clusters and in CI, where there is no display
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -32,6 +28,7 @@ from perennial.evaluate.metrics import evaluate
 from perennial.learn.fit import fit, make_fabric
 from perennial.learn.module import ClassifierModule
 from perennial.registry import atomic_write_text
+from perennial.report.figures import figure, save
 
 History = int | str  # a count of recent windows, or "all"
 
@@ -400,7 +397,7 @@ def print_result(result: FreshnessResult, out: Path, console: Console | None = N
 def plot_freshness(result: FreshnessResult, path: Path) -> Path:
     """Served accuracy against mean staleness and against compute per window, a line per history."""
     table, tolerance = result.table, result.settings.tolerance
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    fig, axes = figure(11, 4.6, ncols=2, sharey=True)
     panels = dict(zip(("mean_staleness", "samples_per_window"), axes, strict=True))
     for h in result.settings.history:
         rows = table[table["history"] == h].sort_values("every")
@@ -447,12 +444,7 @@ def plot_freshness(result: FreshnessResult, path: Path) -> Path:
     by_compute.set(xscale="log", xlabel="samples processed per window (log)", title="Accuracy by compute")
     fig.suptitle(f"{result.stream}: stateless retraining, scored on the last {len(result.evaluated)} windows")
     fig.legend(*by_staleness.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save(fig, path, rect=(0, 0.1, 1, 1))  # room below for the shared legend
 
 
 def _cells(row: pd.Series) -> list[str]:

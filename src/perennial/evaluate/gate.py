@@ -1,5 +1,5 @@
-"""The offline promotion gate: a candidate replaces the champion only if it is not worse on fresh data
-and does not forget earlier windows."""
+"""The offline promotion gate: a candidate replaces the champion only if fresh data show it is at most
+``tolerance`` worse, and it does not forget earlier windows."""
 
 from __future__ import annotations
 
@@ -8,9 +8,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from perennial.evaluate.metrics import Evaluation, check_metric, metric
-from perennial.evaluate.stats import mcnemar_worse_pvalue, paired_bootstrap_worse_pvalue
+from perennial.stats.paired import (
+    accuracy_bootstrap_differences,
+    bootstrap_lower_bound,
+    bootstrap_noninferiority_pvalue,
+    discordant_counts,
+    min_detectable_drop,
+    noninferiority_pvalue,
+    normal_min_detectable_drop,
+    paired_bootstrap_differences,
+    score_lower_bound,
+)
 
-TESTS = ("mcnemar", "bootstrap")
+TESTS = ("score", "bootstrap")
+# Names a config may still carry, with what replaced them and why.
+RENAMED = {
+    "mcnemar": "score: the gate now tests non-inferiority (is the candidate's lower confidence bound "
+    "above -tolerance?) with Tango's score interval, not McNemar's test of 'worse than 0'"
+}
+# The power at which the gate's minimum detectable drop is quoted.
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -27,9 +44,13 @@ class GateDecision:
 class PromotionGate:
     """Decide between a candidate and the champion, from per-example outcomes on the same data.
 
-    Fresh data: the candidate is rejected when it is worse than the champion by more than
-    ``tolerance`` *and* that drop is significant at ``alpha`` under a paired test (exact McNemar,
-    or a paired bootstrap around the tolerance). Small, noisy differences do not block an update.
+    Fresh data, a non-inferiority test: with ``Δ = metric(candidate) - metric(champion)`` on the
+    newest window's held-out rows, the candidate passes only when the one-sided ``1 - alpha`` lower
+    confidence bound of ``Δ`` lies above ``-tolerance``. So a candidate truly worse by ``tolerance``
+    or more is promoted at most ``alpha`` of the time; a candidate as good as the champion passes
+    only when the rows are enough to show it (``min_detectable_drop`` in the numbers says how
+    much they can show). ``test="score"``: Tango's score interval for paired proportions
+    (accuracy); ``test="bootstrap"``: the paired-bootstrap percentile bound.
 
     ``metric`` is what "worse" means: accuracy, or for imbalanced streams balanced accuracy, macro
     F1, AUROC or precision at 90% recall (``perennial.evaluate.metrics``). With any metric but
@@ -45,18 +66,21 @@ class PromotionGate:
     ``trusted_tolerance``, so a candidate trained on poisoned labels is rejected even when it looks
     fine on the (equally poisoned) newest window.
 
-    >>> gate = PromotionGate(tolerance=0.02)
-    >>> good = Evaluation(0.9, 0.3, 0.9, 100, np.r_[np.ones(90), np.zeros(10)].astype(bool))
-    >>> bad = Evaluation(0.6, 0.9, 0.6, 100, np.r_[np.ones(60), np.zeros(40)].astype(bool))
+    >>> gate = PromotionGate(tolerance=0.05)
+    >>> good = Evaluation(0.9, 0.3, 0.9, 400, np.arange(400) < 360)
+    >>> bad = Evaluation(0.6, 0.9, 0.6, 400, np.arange(400) < 240)
     >>> gate.decide(fresh_candidate=bad, fresh_champion=good).promote
     False
+    >>> decision = gate.decide(fresh_candidate=good, fresh_champion=good)
+    >>> decision.promote, round(decision.numbers["fresh_lower_bound"], 3)
+    (True, -0.007)
     """
 
     def __init__(
         self,
         tolerance: float = 0.02,
         alpha: float = 0.05,
-        test: str = "mcnemar",
+        test: str = "score",
         forgetting_tolerance: float = 0.05,
         past_windows: int | None = 5,
         bootstrap_samples: int = 2000,
@@ -65,8 +89,14 @@ class PromotionGate:
         trusted_tolerance: float = 0.05,
         metric: str = "accuracy",
     ) -> None:
+        if test in RENAMED:
+            raise ValueError(f"gate.test={test!r} was replaced by gate.test={RENAMED[test]}")
         if test not in TESTS:
             raise ValueError(f"gate.test must be one of {', '.join(TESTS)}; got {test!r}")
+        if not 0 <= tolerance <= 1:
+            raise ValueError(f"gate.tolerance must be in [0, 1] (1: pass any candidate), got {tolerance}")
+        if bootstrap_samples < 1:
+            raise ValueError(f"gate.bootstrap_samples must be >= 1, got {bootstrap_samples}")
         if not 0 < alpha < 1:
             raise ValueError(f"gate.alpha must be in (0, 1), got {alpha}")
         if past_windows is not None and past_windows < 0:
@@ -98,30 +128,17 @@ class PromotionGate:
     ) -> GateDecision:
         name = self.metric
         diff = fresh_candidate.value(name) - fresh_champion.value(name)
-        if name != "accuracy":
-            p = bootstrap_metric_worse_pvalue(
-                name, fresh_candidate, fresh_champion, self.tolerance, self.bootstrap_samples, self.seed
-            )
-            worse = p < self.alpha
-        elif self.test == "mcnemar":
-            p = mcnemar_worse_pvalue(fresh_candidate.correct, fresh_champion.correct)
-            worse = diff < -self.tolerance and p < self.alpha
-        else:
-            p = paired_bootstrap_worse_pvalue(
-                fresh_candidate.correct,
-                fresh_champion.correct,
-                self.tolerance,
-                self.bootstrap_samples,
-                self.seed,
-            )
-            worse = p < self.alpha
+        test = self.test if name == "accuracy" else "bootstrap"
+        lower, p, detectable = self.fresh_bounds(test, fresh_candidate, fresh_champion)
         numbers = {
             "fresh_candidate_accuracy": fresh_candidate.accuracy,
             "fresh_champion_accuracy": fresh_champion.accuracy,
             "fresh_diff": diff,
+            "fresh_lower_bound": lower,
             "p_value": p,
+            "min_detectable_drop": detectable,
             "metric": name,
-            "test": self.test if name == "accuracy" else "bootstrap",
+            "test": test,
             "n_fresh": fresh_candidate.n,
         }
         if name != "accuracy":
@@ -129,9 +146,18 @@ class PromotionGate:
                 f"fresh_candidate_{name}": fresh_candidate.value(name),
                 f"fresh_champion_{name}": fresh_champion.value(name),
             }
-        if worse:
-            return GateDecision(False, f"{name} worse on fresh data by {-diff:.3f} (p={p:.3g})", numbers)
-        # Then the trusted reference set, then forgetting: the drop in the metric may not pass the tolerance.
+        # NaN (no fresh rows) is no evidence, so it holds the candidate back too; but no metric in
+        # [0, 1] can drop by more than 1, so tolerance 1 passes everyone without looking.
+        if self.tolerance < 1 and not lower > -self.tolerance:
+            reason = (
+                f"not shown within {self.tolerance:g} of the champion on fresh data: {name} diff "
+                f"{diff:+.3f}, {1 - self.alpha:.0%} lower bound {lower:+.3f} (p={p:.3g}; "
+                f"{fresh_candidate.n} rows can tell apart drops of {detectable:.3f})"
+            )
+            return GateDecision(False, reason, numbers)
+        # Then the trusted reference set, then forgetting: the drop in the metric may not pass the
+        # tolerance. Point checks, not tests: they pool many more rows than the fresh set and their
+        # tolerances are wider, so the estimate's noise is small against them.
         trusted, past = self.trusted_tolerance, self.forgetting_tolerance
         held_out = (
             ("trusted", trusted_candidate, trusted_champion, trusted, "worse on the trusted set"),
@@ -149,23 +175,52 @@ class PromotionGate:
             }
             if drop > tolerance:
                 return GateDecision(False, f"{failure}: {name} {drop:.3f} below the champion", numbers)
-        return GateDecision(True, f"fresh diff {diff:+.3f} (p_worse={p:.3g})", numbers)
+        return GateDecision(True, f"fresh diff {diff:+.3f}, lower bound {lower:+.3f} (p={p:.3g})", numbers)
+
+    def fresh_bounds(
+        self, test: str, candidate: Evaluation, champion: Evaluation
+    ) -> tuple[float, float, float]:
+        """The lower bound of the fresh difference, the non-inferiority p-value (below ``alpha``
+        exactly when the bound is above ``-tolerance``) and the minimum detectable drop."""
+        if candidate.n == 0:
+            return float("nan"), 1.0, float("nan")
+        if test == "score":
+            gained, lost, n = discordant_counts(candidate.correct, champion.correct)
+            return (
+                float(score_lower_bound(gained, lost, n, self.alpha)),
+                float(noninferiority_pvalue(gained, lost, n, self.tolerance)),
+                min_detectable_drop(n, (gained + lost) / n, self.alpha, POWER),
+            )
+        if self.metric == "accuracy":
+            differences = accuracy_bootstrap_differences(
+                candidate.correct, champion.correct, self.bootstrap_samples, self.seed
+            )
+        else:
+            differences = metric_bootstrap_differences(
+                self.metric, candidate, champion, self.bootstrap_samples, self.seed
+            )
+        finite = differences[np.isfinite(differences)]
+        spread = float(np.std(finite)) if len(finite) > 1 else float("nan")
+        return (
+            bootstrap_lower_bound(differences, self.alpha),
+            bootstrap_noninferiority_pvalue(differences, self.tolerance),
+            normal_min_detectable_drop(spread, self.alpha, POWER),
+        )
 
 
-def bootstrap_metric_worse_pvalue(
-    name: str, candidate: Evaluation, champion: Evaluation, margin: float, n: int, seed: int
-) -> float:
-    """Bootstrap p-value for "the candidate's ``name`` is below the champion's by more than
-    ``margin``": rows are resampled in pairs, so the test keeps the correlation between the models."""
-    if candidate.n == 0 or candidate.probs is None or champion.probs is None:
-        return 1.0
-    rng = np.random.default_rng(seed)
+def metric_bootstrap_differences(
+    name: str, candidate: Evaluation, champion: Evaluation, samples: int, seed: int
+) -> np.ndarray:
+    """Paired-bootstrap differences of metric ``name`` (candidate minus champion); NaN where a
+    resample holds one class only. Without probabilities there is nothing to resample: all NaN."""
+    if candidate.probs is None or champion.probs is None:
+        return np.full(samples, np.nan)
     target, ours, theirs = candidate.target, candidate.probs, champion.probs
-    at_or_above = 0
-    for rows in rng.integers(0, candidate.n, size=(n, candidate.n)):
-        diff = metric(name, target[rows], ours[rows]) - metric(name, target[rows], theirs[rows])
-        at_or_above += not diff < -margin  # NaN (a resample of one class) counts as no evidence
-    return float((at_or_above + 1) / (n + 1))
+
+    def difference(rows: np.ndarray) -> float:
+        return metric(name, target[rows], ours[rows]) - metric(name, target[rows], theirs[rows])
+
+    return paired_bootstrap_differences(difference, candidate.n, samples, seed)
 
 
 def pooled(evaluations: list[Evaluation]) -> Evaluation | None:

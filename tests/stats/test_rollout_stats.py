@@ -19,15 +19,13 @@ from statsmodels.stats.proportion import (
 )
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from perennial.rollout.stats import (
-    MixtureSPRT,
+from perennial.stats.power import power_proportions, sample_size_means, sample_size_proportions
+from perennial.stats.sequential import MixtureSPRT
+from perennial.stats.tests import (
     benjamini_hochberg,
     cuped,
     holm,
     mann_whitney,
-    power_proportions,
-    sample_size_means,
-    sample_size_proportions,
     two_proportion_ztest,
     welch_ttest,
 )
@@ -306,7 +304,7 @@ def test_one_sided_is_more_powerful_in_its_direction():
 def test_mixture_sprt_follows_the_reference_formula():
     rng = np.random.default_rng(11)
     a, b = rng.normal(0, 1, 800), rng.normal(0.15, 1, 800)
-    test = MixtureSPRT(tau=0.2, sigma=1.0, min_pairs=2)
+    test = MixtureSPRT(tau=0.2, sigma=1.0, min_per_arm=2)
     test.update(a, b)
     n = np.arange(1, 801)
     d = np.cumsum(b - a) / n
@@ -316,18 +314,101 @@ def test_mixture_sprt_follows_the_reference_formula():
     assert test.effect == pytest.approx(d[-1]) and test.n == 800
 
 
-def test_pairs_in_arrival_order_and_keeps_the_remainder():
+def test_every_value_counts_without_waiting_for_a_partner():
     test = MixtureSPRT()
     test.update([1.0, 2.0, 3.0], [10.0])
-    assert test.n == 1 and test.pending == (2, 0)
+    assert test.counts == (3, 1) and test.n == 1 and test.effect == pytest.approx(10.0 - 2.0)
     test.update([], [20.0, 30.0, 40.0])
-    assert test.n == 3 and test.pending == (0, 1)
-    assert test.effect == pytest.approx(20.0 - 2.0)
-    capped = MixtureSPRT(max_pending=2)
-    capped.update([1.0, 2.0, 3.0, 4.0], [])
-    assert capped.pending == (2, 0) and capped.dropped == 2
-    capped.update([], [5.0, 6.0])
-    assert capped.effect == pytest.approx(5.5 - 3.5)  # the oldest waiting values were dropped
+    assert test.counts == (3, 4) and test.effect == pytest.approx(25.0 - 2.0)
+
+
+def _aa_false_decisions(shares, start, end, experiments=200, looks=40, per_look=3000, seed=0):
+    """Share of A/A experiments (control and one candidate, equal rates drifting from ``start`` to
+    ``end`` over the looks) in which the candidate's test rejects."""
+    rng = np.random.default_rng(seed)
+    rates = np.linspace(start, end, looks)
+    rejected = 0
+    for _ in range(experiments):
+        test = MixtureSPRT()
+        for rate in rates:
+            n_a, n_b = rng.multinomial(per_look, shares)[:2]
+            test.update(rng.random(n_a) < rate, rng.random(n_b) < rate)
+        rejected += test.decision != "continue"
+    return rejected / experiments
+
+
+def test_unequal_shares_with_a_drifting_rate_keep_false_decisions_at_alpha():
+    # 80/10/10 traffic, rate 10% -> 15%: pairing in arrival order compared the candidate's values
+    # with control values from far earlier looks and rejected in nearly every A/A experiment.
+    assert _aa_false_decisions((0.8, 0.1, 0.1), 0.10, 0.15) <= 0.08
+
+
+def test_a_small_arm_of_rare_conversions_keeps_false_decisions_at_alpha():
+    # 90/10 traffic, a 3% rate: the small arm holds a handful of successes, and its own variance
+    # p(1 - p) comes out low exactly when its rate does. Each arm's own variance (s_a²/n_a + s_b²/n_b)
+    # rejected in 10-15% of these A/A experiments (seeds 0-4), mostly with the small arm lower;
+    # the pooled variance, 2-3%.
+    assert _aa_false_decisions((0.9, 0.1), 0.03, 0.03, experiments=400, looks=10, per_look=2000) <= 0.05
+
+
+def test_periods_keep_a_change_of_share_from_looking_like_an_effect():
+    rng = np.random.default_rng(3)
+    pooled, by_period = MixtureSPRT(), MixtureSPRT()
+    # The candidate goes from 10% to 90% of the traffic just as the rate doubles for both arms.
+    for period, (share, rate) in enumerate([(0.1, 0.10), (0.9, 0.20)]):
+        on_b = rng.random(20_000) < share
+        outcome = rng.random(20_000) < rate
+        pooled.update(outcome[~on_b], outcome[on_b])
+        by_period.update(outcome[~on_b], outcome[on_b], period=period)
+    assert pooled.decision == "reject" and pooled.effect > 0.05
+    assert by_period.decision == "continue" and abs(by_period.effect) < 0.01
+
+
+def test_a_period_with_one_arm_only_says_nothing():
+    test = MixtureSPRT(alternative="worse")
+    test.update(np.ones(500), np.zeros(500) + np.arange(500) % 2, period="all-candidate")
+    test_before = test.state_dict()
+    test.update([], np.zeros(1000), period="no-control")
+    assert test.n == 500 and test.p_value == test_before["p_value"]
+
+
+def test_state_does_not_grow_with_the_stream():
+    test = MixtureSPRT()
+    rng = np.random.default_rng(4)
+    sizes = []
+    for _ in range(30):
+        test.update(rng.random(800) < 0.1, rng.random(100) < 0.1)
+        sizes.append(len(json.dumps(test.state_dict())))
+    assert max(sizes) < 500  # a fixed number of floats, not the values themselves
+
+
+def test_a_state_saved_by_the_paired_version_resumes():
+    old = {
+        "config": {
+            "alpha": 0.05,
+            "tau": None,
+            "sigma": None,
+            "alternative": "two-sided",
+            "higher_is_better": True,
+            "prior_effect": 0.1,
+            "min_pairs": 100,
+        },
+        "n": 4,
+        "mean_a": 0.5,
+        "m2_a": 1.0,
+        "mean_b": 0.25,
+        "m2_b": 0.75,
+        "p_value": 0.7,
+        "low": None,
+        "high": None,
+        "pending_a": [1.0, 0.0],
+        "pending_b": [],
+        "dropped": 0,
+    }
+    test = MixtureSPRT()
+    test.load_state_dict(old)
+    assert test.counts == (6, 4) and test.p_value == 0.7
+    assert test.effect == pytest.approx(0.25 - 0.5)  # the waiting values join the control's mean of 0.5
 
 
 def test_the_first_pairs_never_reject():
@@ -374,7 +455,7 @@ def test_state_dict_round_trip_mid_stream_decides_identically(kwargs):
             uninterrupted.n,
         )
         assert resumed.confidence_sequence() == uninterrupted.confidence_sequence()
-    assert resumed.pending == uninterrupted.pending
+    assert resumed.counts == uninterrupted.counts
 
 
 def test_state_from_a_differently_configured_test_is_refused():
@@ -427,7 +508,8 @@ def test_reset_forgets_everything():
             lambda: MixtureSPRT(alternative="less"),
             r"alternative must be one of \['two-sided', 'worse', 'better'\]",
         ),
-        (lambda: MixtureSPRT(min_pairs=1), "min_pairs must be an integer >= 2, got 1"),
+        (lambda: MixtureSPRT(min_per_arm=1), "min_per_arm must be an integer >= 2, got 1"),
+        (lambda: MixtureSPRT().update([1.0], [1.0], period=1.5), "period must be an int, a str or None"),
         (lambda: MixtureSPRT().update([1.0, math.nan], [1.0]), "a_values has 1 NaN"),
         (lambda: MixtureSPRT().update([[1.0]], [1.0]), "a_values must be 1-D"),
     ],
