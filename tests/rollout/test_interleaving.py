@@ -63,17 +63,21 @@ def test_team_draft_click_credits_the_team_that_placed_the_item():
 def test_identical_rankings_are_a_tie_in_expectation(interleave):
     rng = np.random.default_rng(1)
     user = CascadeClickModel.preset("informational", seed=2)
-    tally = InterleavingTally()
+    tally, scores = InterleavingTally(), []
     for _ in range(2000):
         ranking = rng.permutation(20)[:10].tolist()
         relevance = rng.integers(0, 3, size=10)
         mixed = interleave(ranking, list(ranking), rng, length=10)
-        tally.update(credit(mixed, user.clicks(relevance)))
+        outcome = credit(mixed, user.clicks(relevance))
+        tally.update(outcome)
+        scores.append(outcome.score)
     result = tally.compute()
     assert result.p_value > 0.01
     assert abs(result.delta) < 0.05
-    if interleave is not team_draft:  # both rankers place every item equally: nothing to credit
+    if interleave is balanced:  # both rankers place every item equally: nothing to credit
         assert tally.ties == 2000
+    if interleave is probabilistic:  # the coin still drew teams, but the marginalised score is 0
+        assert not any(scores)
 
 
 @pytest.mark.parametrize("interleave", [team_draft, balanced, probabilistic])
@@ -117,13 +121,49 @@ def test_balanced_interleaving_and_its_credit_on_a_hand_computed_example():
     assert credit(mixed, []).winner == "tie"
 
 
+def _random_click_share_b(interleave, clicks, impressions=3000, seed=0):
+    """B's share of the decided impressions, and the mean score, when B is A without its top item
+    plus a new one at the bottom (5 of 6 items shared) and users prefer neither: they click one
+    shown position at random (``clicks="one"``) or each position p with probability 0.6 / (p + 1)
+    (``"position"``), whatever it shows."""
+    rng = np.random.default_rng(seed)
+    wins, scores = {"a": 0, "b": 0, "tie": 0}, []
+    for _ in range(impressions):
+        items = rng.permutation(7).tolist()
+        a, b = items[:6], [*items[1:6], items[6]]
+        mixed = interleave(a, b, rng, length=6)
+        if clicks == "one":
+            clicked = [int(rng.integers(len(mixed)))]
+        else:
+            clicked = np.flatnonzero(rng.random(len(mixed)) < 0.6 / np.arange(1, len(mixed) + 1)).tolist()
+        outcome = credit(mixed, clicked)
+        wins[outcome.winner] += 1
+        scores.append(outcome.score)
+    return wins["b"] / (wins["a"] + wins["b"]), float(np.mean(scores))
+
+
+@pytest.mark.parametrize("clicks", ["one", "position"])
+@pytest.mark.parametrize("interleave", [team_draft, probabilistic])
+def test_random_clicks_favour_neither_ranker(interleave, clicks):
+    # The sign of probabilistic interleaving's marginalised score gave B 61% of the decided
+    # impressions with one random click; the drawn teams give each half, and the score's mean is 0.
+    share_b, mean_score = _random_click_share_b(interleave, clicks)
+    assert abs(share_b - 0.5) < 0.04 and abs(mean_score) < 0.04
+
+
+def test_balanced_interleaving_is_biased_by_overlapping_lists():
+    # Why the live rollouts refuse it: users who prefer neither ranker still "prefer" B.
+    share_b, _ = _random_click_share_b(balanced, "position")
+    assert share_b > 0.65
+
+
 def test_probabilistic_interleaving_marginalises_over_who_placed_each_item():
     mixed = probabilistic([1, 2, 3], [3, 2, 1], np.random.default_rng(0), tau=3.0)
     assert sorted(mixed.shown) == [1, 2, 3]
     assert all(0.0 <= p <= 1.0 for p in mixed.prob_a)
     top = mixed.shown.index(1)  # ranked 1st by A and last by B: A most likely placed it
     outcome = credit(mixed, [top])
-    assert outcome.winner == "a"
+    assert outcome.winner == mixed.teams[top]  # the team the coin drew wins, not the likelier one
     assert outcome.score == pytest.approx(1 - 2 * mixed.prob_a[top])
     assert outcome.clicks_a == pytest.approx(mixed.prob_a[top])
 

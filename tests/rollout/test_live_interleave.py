@@ -92,8 +92,9 @@ def test_a_rollout_restored_mid_way_decides_as_an_uninterrupted_one():
     ("kwargs", "match"),
     [
         ({"length": 1}, "rollout.length must be an integer >= 2, got 1"),
-        ({"method": "zipper"}, r"rollout.method must be one of \['team_draft', 'balanced', 'probab"),
-        ({"min_impressions": 0}, "min_pairs"),
+        ({"method": "zipper"}, r"rollout.method must be one of \['team_draft', 'probabilistic'\], got"),
+        ({"method": "balanced"}, "rollout.method='balanced' is biased"),
+        ({"min_impressions": 0}, "rollout.min_impressions must be an integer >= 2, got 0"),
         ({"max_windows": 0}, "max_windows"),
     ],
 )

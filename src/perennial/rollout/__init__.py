@@ -4,7 +4,8 @@
 - ``ShadowDeployment``, ``ABTest``, ``CanaryRollout``: the rollouts, usable behind any server;
 - ``Shadow``, ``AB``, ``Canary``, ``Interleave`` (``perennial.rollout.live``): the same, as the loop
   drives them (``Interleave`` treats a classifier as a ranker of labels);
-- ``perennial.rollout.stats``: fixed-horizon tests, power and sample sizes, CUPED, ``MixtureSPRT``;
+- ``MixtureSPRT`` (``perennial.stats.sequential``), the test they decide with; fixed-horizon tests
+  and CUPED are in ``perennial.stats.tests``, power and sample sizes in ``perennial.stats.power``;
 - ``perennial.rollout.interleaving`` and ``perennial.rollout.clicks``: interleaved comparisons of
   rankers and the click models that simulate users.
 """
@@ -14,7 +15,7 @@ from perennial.rollout.canary import CanaryRollout
 from perennial.rollout.live import AB, Canary, Interleave, Rollout, Shadow
 from perennial.rollout.router import Router
 from perennial.rollout.shadow import ShadowDeployment
-from perennial.rollout.stats import MixtureSPRT
+from perennial.stats.sequential import MixtureSPRT
 
 __all__ = [
     "AB",

@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from perennial.rollout.router import Router
-from perennial.rollout.stats import MixtureSPRT, cuped, holm, mann_whitney, two_proportion_ztest, welch_ttest
+from perennial.stats.sequential import MixtureSPRT
+from perennial.stats.tests import cuped, holm, mann_whitney, two_proportion_ztest, welch_ttest
 
 FIXED_TESTS = ("ztest", "welch", "mannwhitney")
 

@@ -109,6 +109,11 @@ def balanced(
     decides which goes first), skipping items already shown, so that every prefix of it is the union
     of the top ``k`` of one ranking and the top ``k`` or ``k + 1`` of the other.
 
+    Biased: when the rankings overlap heavily, random clicks (users who prefer neither) credit one
+    ranker more often than the other (Chapelle et al. 2012 note it; ``scripts/bench_online.py``
+    measures it in ``docs/benchmarks.md``). Kept for comparisons with published results; live
+    rollouts use team-draft or probabilistic interleaving, which a coin makes fair.
+
     >>> mixed = balanced(["p", "q", "r"], ["q", "s", "p"], np.random.default_rng(0))
     >>> mixed.shown
     ('p', 'q', 's', 'r')
@@ -183,8 +188,13 @@ def credit(interleaving: Interleaving, clicked_positions: Iterable[int]) -> Outc
     - team-draft: each click credits the ranker that placed the item; more clicks wins.
     - balanced: take the lowest click, and ``k``, the better of its ranks in A and in B; each ranker
       is credited with the clicked items in its own top ``k``; more wins.
-    - probabilistic: the team-draft rule, averaged over every way the two rankers could have placed
-      the shown items (``score`` is the expected outcome, the winner its sign).
+    - probabilistic: ``winner`` is the team-draft rule applied to the teams the coin actually drew
+      (``interleaving.teams``), so with random clicks each ranker wins as often as the other;
+      ``score`` and the click counts are that rule averaged over every way the two rankers could
+      have placed the shown items (Hofmann et al.'s marginalised credit). ``score`` has the same
+      mean as the drawn outcome and a smaller variance, so it suits a test of the mean (the live
+      rollout's); its *sign* is no fair winner: with overlapping rankings and random clicks it
+      favours one ranker (``docs/benchmarks.md``, interleaving A/A).
 
     >>> mixed = balanced(["a1", "a2"], ["b1", "b2"], np.random.default_rng(0))
     >>> mixed.shown
@@ -200,8 +210,9 @@ def credit(interleaving: Interleaving, clicked_positions: Iterable[int]) -> Outc
     if interleaving.method == "balanced":
         return _balanced_credit(interleaving, clicked)
     if interleaving.method == "probabilistic":
-        assert interleaving.prob_a is not None
-        return _probabilistic_credit([interleaving.prob_a[p] for p in clicked])
+        assert interleaving.prob_a is not None and interleaving.teams is not None
+        drawn = _verdict(*(sum(interleaving.teams[p] == t for p in clicked) for t in ("a", "b")))
+        return _probabilistic_credit([interleaving.prob_a[p] for p in clicked], drawn.winner)
     raise ValueError(f"unknown interleaving method {interleaving.method!r}; accepted: {list(METHODS)}")
 
 
@@ -228,6 +239,10 @@ class SignTestResult:
 
 def sign_test(wins_a: int, wins_b: int, ties: int = 0, alpha: float = 0.05) -> SignTestResult:
     """Two-sided sign test of "neither ranker is preferred" (``scipy.stats.binomtest``).
+
+    The wins must come from a rule that is fair when users prefer neither ranker: team-draft's, or
+    probabilistic interleaving's drawn teams (what :func:`credit` returns as ``winner``), not the
+    sign of a marginalised score, whose median is not its mean.
 
     >>> result = sign_test(wins_a=40, wins_b=60, ties=100)
     >>> round(result.p_value, 4), result.delta, result.share_b, result.preferred
@@ -365,7 +380,7 @@ def _balanced_credit(interleaving: Interleaving, clicked: list[int]) -> Outcome:
     return _verdict(clicks_a, clicks_b)
 
 
-def _probabilistic_credit(prob_a: list[float]) -> Outcome:
+def _probabilistic_credit(prob_a: list[float], winner: str) -> Outcome:
     # Given the shown list, the assignments of positions to rankers are independent, so the
     # distribution of (clicks_b - clicks_a) is a convolution, one clicked position at a time.
     n = len(prob_a)
@@ -375,5 +390,4 @@ def _probabilistic_credit(prob_a: list[float]) -> Outcome:
         diff = q * np.roll(diff, -1) + (1 - q) * np.roll(diff, 1)
     score = float(diff[n + 1 :].sum() - diff[:n].sum())
     expected_a = float(sum(prob_a))
-    winner = "tie" if abs(score) < 1e-12 else ("b" if score > 0 else "a")
-    return Outcome(winner, expected_a, n - expected_a, 0.0 if winner == "tie" else score)
+    return Outcome(winner, expected_a, n - expected_a, 0.0 if abs(score) < 1e-12 else score)

@@ -19,12 +19,14 @@ import numpy as np
 
 from perennial.rollout.ab import ABTest
 from perennial.rollout.canary import CanaryRollout
-from perennial.rollout.interleaving import balanced, credit, probabilistic, team_draft
+from perennial.rollout.interleaving import credit, probabilistic, team_draft
 from perennial.rollout.shadow import ShadowDeployment
-from perennial.rollout.stats import MixtureSPRT
+from perennial.stats.sequential import MixtureSPRT
 
 OUTCOMES = ("promote", "reject", "continue")
-INTERLEAVERS = {"team_draft": team_draft, "balanced": balanced, "probabilistic": probabilistic}
+# Balanced interleaving is left out: with overlapping lists it credits one model more often under
+# random clicks (docs/benchmarks.md), which a rollout would take for a preference.
+INTERLEAVERS = {"team_draft": team_draft, "probabilistic": probabilistic}
 
 
 class Rollout(ABC):
@@ -192,10 +194,11 @@ class Canary(Rollout):
         alpha: float = 0.05,
         max_windows: int = 8,
         on_timeout: str = "promote",
+        holdout: float = 0.05,
     ) -> None:
         # No significant harm by the deadline: promote, as it passed the offline gate already.
         super().__init__(max_windows, on_timeout)
-        self.settings = {"steps": list(steps), "min_samples": min_samples, "alpha": alpha}
+        self.settings = {"steps": list(steps), "min_samples": min_samples, "alpha": alpha, "holdout": holdout}
         CanaryRollout("a", "b", **self.settings)  # a bad setting fails at construction
 
     def _begin(self, salt: str) -> None:
@@ -266,11 +269,18 @@ class Interleave(Rollout):
         if isinstance(length, bool) or not isinstance(length, int) or length < 2:
             # One position shows one model's answer per request: an A/B test, not an interleaving.
             raise ValueError(f"rollout.length must be an integer >= 2, got {length!r}")
+        if method == "balanced":
+            raise ValueError(
+                "rollout.method='balanced' is biased: with overlapping lists it credits one model more "
+                f"often when users prefer neither; use one of {list(INTERLEAVERS)}"
+            )
         if method not in INTERLEAVERS:
             raise ValueError(f"rollout.method must be one of {list(INTERLEAVERS)}, got {method!r}")
+        if isinstance(min_impressions, bool) or not isinstance(min_impressions, int) or min_impressions < 2:
+            raise ValueError(f"rollout.min_impressions must be an integer >= 2, got {min_impressions!r}")
         self.length, self.method = length, method
         self.interleave = INTERLEAVERS[method]
-        self.settings = {"alpha": alpha, "min_pairs": min_impressions}
+        self.settings = {"alpha": alpha, "min_per_arm": min_impressions}
         MixtureSPRT(**self.settings)  # a bad setting fails at construction
         self._shown: list = []
 

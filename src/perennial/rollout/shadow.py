@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from perennial.rollout.stats import MixtureSPRT
+from perennial.stats.sequential import MixtureSPRT
 
 CRITERIA = ("better", "not_worse")
 
