@@ -1,5 +1,7 @@
-"""Users' own tables: windows by period and by row count, and clear errors on files nobody prepared."""
+"""Users' own tables: windows by period and by row count, high-cardinality text columns, the encoding
+stored with each version, and clear errors on files nobody prepared."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,9 @@ import pandas as pd
 import pytest
 
 from perennial.data import DataError, TableStream
+from perennial.data.encoding import TableEncoding
+from perennial.evaluate import PromotionGate
+from perennial.learn import StatefulUpdate
 
 N_DAYS = 60  # two rows a day, so a 7-day window holds 14 rows
 
@@ -51,8 +56,15 @@ def test_weekly_windows_from_csv(csv: Path):
         assert (w.time >= np.datetime64(w.start)).all() and (w.time < np.datetime64(w.end)).all()
         assert (np.diff(w.time) >= np.timedelta64(0)).all()
     assert stream.classes == ["buy", "skip"]
-    assert stream.feature_shape == (5,)  # price, qty and three stores one-hot
-    assert stream.feature_names == ["price", "qty", "store=north", "store=south", "store=west"]
+    assert stream.feature_shape == (6,)  # price, qty, three stores one-hot and the other stores
+    assert stream.feature_names == [
+        "price",
+        "qty",
+        "store=north",
+        "store=south",
+        "store=west",
+        "store=(other)",
+    ]
     first = windows[0].x
     assert first.dtype == np.float32 and windows[0].y.dtype == np.int64
     np.testing.assert_allclose(first[:, :2].mean(axis=0), 0, atol=1e-5)  # standardised on window 0 only
@@ -106,7 +118,7 @@ def test_declared_classes_and_categorical(csv: Path):
         classes=["skip", "buy", "later"],
     )
     assert stream.classes == ["skip", "buy", "later"]
-    assert stream.feature_names == ["qty", "store=north", "store=south", "store=west"]
+    assert stream.feature_names == ["qty", "store=north", "store=south", "store=west", "store=(other)"]
 
 
 def test_empty_periods_are_skipped_and_reported(tmp_path: Path):
@@ -191,7 +203,122 @@ def test_id_like_text_column_must_be_left_out_or_declared(tmp_path: Path):
     with pytest.raises(DataError, match=r"sales\.csv.*'order_id'.*120 distinct.*`features`.*`categorical`"):
         TableStream(path, time_column="when", target="label")
     stream = TableStream(path, time_column="when", target="label", features=["store", "price", "qty"])
-    assert stream.feature_shape == (5,)
+    assert stream.feature_names[:2] == ["price", "qty"]
+    declared = TableStream(
+        path, time_column="when", target="label", categorical=["order_id"], min_frequency=1
+    )
+    # every id of the first week has a column, and none comes back: later rows are all "other"
+    ids = [n for n in declared.feature_names if n.startswith("order_id=")]
+    assert len(ids) == 14 + 1
+    for w in declared.windows()[1:]:
+        np.testing.assert_array_equal(w.x[:, declared.feature_names.index("order_id=(other)")], 1)
+
+
+N_AIRPORTS = 105
+
+
+def flights(n_weeks: int = 4, per_week: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Flights from 105 airports with Zipf frequencies; the airport sets the odds of a delay, and five
+    airports open only in the third week."""
+    rng = np.random.default_rng(seed)
+    codes = np.array([f"A{i:03d}" for i in range(N_AIRPORTS)])
+    weight = 1.0 / np.arange(1, N_AIRPORTS + 1)
+    opening = np.isin(
+        np.arange(N_AIRPORTS), [3, 4, 5, 6, 7]
+    )  # frequent enough to be kept, had they been there
+    n = n_weeks * per_week
+    week = np.repeat(np.arange(n_weeks), per_week)
+    airport = np.concatenate(
+        [
+            rng.choice(N_AIRPORTS, per_week, p=(p := np.where(opening & (w < 2), 0, weight)) / p.sum())
+            for w in range(n_weeks)
+        ]
+    )
+    effect = rng.normal(0, 2, N_AIRPORTS)
+    distance = rng.gamma(2.0, 400.0, n).round(0)
+    delayed = rng.random(n) < 1 / (1 + np.exp(-(effect[airport] + (distance - 800) / 560)))
+    seconds = week * 7 * 86400 + rng.integers(0, 7 * 86400, n)
+    return pd.DataFrame(
+        {
+            "departure": pd.Timestamp("2024-01-01") + pd.to_timedelta(seconds, unit="s"),
+            "airport": codes[airport],
+            "distance": distance,
+            "delayed": np.where(delayed, "late", "on_time"),
+        }
+    )
+
+
+def test_a_text_column_with_105_values_is_encoded_with_a_capped_one_hot_not_refused(tmp_path: Path):
+    frame = flights()
+    path = write_csv(frame, tmp_path, "flights.csv")
+    stream = TableStream(path, "departure", "delayed", window="7D", min_frequency=3, max_categories=20)
+
+    first_week = frame[frame["departure"] < pd.Timestamp("2024-01-08")]
+    counts = first_week["airport"].value_counts()
+    assert (counts >= 3).sum() > 20  # the cap binds
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))  # ties: the first in order
+    kept = sorted(airport for airport, _ in ranked[:20])
+    assert stream.feature_names == ["distance", *[f"airport={a}" for a in kept], "airport=(other)"]
+    assert counts[kept].min() >= counts.drop(kept).max()  # the most frequent ones
+    assert stream.feature_shape == (22,)
+
+    # every row is exactly one airport column or the other column; nothing is silently all zeros
+    x = np.concatenate([w.x for w in stream])
+    np.testing.assert_array_equal(x[:, 1:].sum(axis=1), 1)
+    in_time_order = frame.sort_values("departure", kind="stable")["airport"].to_numpy()
+    other = x[:, -1] == 1
+    np.testing.assert_array_equal(other, ~np.isin(in_time_order, kept))
+    # airports that opened in week 3 are "other", though they became frequent
+    assert {"A003", "A004", "A005", "A006", "A007"}.isdisjoint(kept)
+    assert other[np.isin(in_time_order, ["A003", "A004"])].all()
+
+
+def test_one_hot_is_fitted_on_the_first_window_only(tmp_path: Path):
+    frame = sales()
+    late = frame["when"] >= pd.Timestamp("2024-03-15")
+    frame.loc[late & (frame.index % 3 == 0), "store"] = "east"  # opens in week 3
+    frame.loc[5, "store"] = None
+    stream = TableStream(write_csv(frame, tmp_path), time_column="when", target="label", min_frequency=1)
+    assert "store=east" not in stream.feature_names
+    x = np.concatenate([w.x for w in stream])
+    stores = frame.sort_values("when", kind="stable")["store"].to_numpy()
+    other = stream.feature_names.index("store=(other)")
+    np.testing.assert_array_equal(x[:, other] == 1, stores == "east")
+    missing = pd.isna(stores)
+    assert missing.sum() == 1 and (x[missing, 2:] == 0).all()  # a missing value is all zeros
+
+
+@pytest.mark.parametrize("setting", [{"min_frequency": 0}, {"max_categories": -1}, {"max_categories": 2.5}])
+def test_bad_encoding_settings_are_named(csv: Path, setting: dict):
+    [(name, value)] = setting.items()
+    with pytest.raises(ValueError, match=rf"{name} must be a whole number >= 1; got {value!r}"):
+        TableStream(csv, time_column="when", target="label", **setting)
+
+
+def test_each_version_stores_the_encoding_that_reproduces_its_inputs_from_raw_rows(tmp_path: Path):
+    from tests.conftest import make_loop
+
+    frame = flights(per_week=200)
+    path = write_csv(frame, tmp_path, "flights.csv")
+    stream = TableStream(path, "departure", "delayed", window="7D", min_frequency=2, max_categories=30)
+    json.dumps(stream.preprocessing)  # plain JSON, no pickles
+
+    always = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0)  # several versions to read back
+    update = StatefulUpdate(epochs=1, replay_fraction=0.5)
+    loop = make_loop(tmp_path / "run", stream=stream, gate=always, update=update, initial_epochs=1)
+    loop.run()
+    raw = pd.read_csv(path).assign(departure=lambda f: pd.to_datetime(f["departure"]))
+    raw = raw.sort_values("departure", kind="stable")
+    versions = loop.registry.versions()
+    assert len(versions) == len(stream) >= 3
+    for version in versions:
+        stored = loop.registry.load_extra(version.id, "preprocessing")
+        assert stored == stream.preprocessing
+        encoding = TableEncoding.from_dict(stored)
+        assert encoding.feature_names == stream.feature_names
+        for window in stream:
+            rows = raw[(raw["departure"] >= window.start) & (raw["departure"] < window.end)]
+            np.testing.assert_array_equal(encoding.transform(rows), window.x)
 
 
 def test_messy_but_readable_file(tmp_path: Path):

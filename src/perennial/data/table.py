@@ -11,11 +11,15 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from perennial.data.encoding import CategoricalColumn, NumericColumn, TableEncoding, frequent_categories
 from perennial.data.window import DataError, DataIssue, Stream, Window
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
 BAD_ROW_POLICIES = ("quarantine", "error")
-MAX_CATEGORIES = 50  # more distinct values than this is an id or free text, not a category
+# A text column where this share of rows hold a value found in no other row is an id or free text: no
+# value comes back, so there is nothing to learn from it. Judged only with enough rows to tell.
+ID_SHARE = 0.9
+ID_MIN_ROWS = 20
 NUMERIC_SHARE = 0.9  # a text column this numeric is a numeric column with typos
 MAX_QUARANTINED_SHARE = 0.5  # beyond this the file is wrong, not a few rows
 
@@ -74,11 +78,15 @@ def _parse_window(window: str | int) -> int | pd.Timedelta:
 class TableStream(Stream):
     """Any CSV, TSV or Parquet file with a time column and a target column, as a stream of windows.
 
-    Features are every column but ``time_column`` and ``target`` (or just ``features``). Text, category
-    and bool columns (or those listed in ``categorical``) are one-hot encoded over the categories of
-    the whole file, so ``feature_shape`` never changes; a missing category encodes as all zeros.
-    Numeric columns are standardised with the mean and std of the first window only (no look-ahead).
-    Timezone-aware times are converted to UTC.
+    Features are every column but ``time_column`` and ``target`` (or just ``features``). Numeric columns
+    are standardised with the mean and std of the first window only (no look-ahead). Text, category and
+    bool columns (or those listed in ``categorical``) are one-hot encoded over the values seen at least
+    ``min_frequency`` times in the first window, at most ``max_categories`` per column (the most
+    frequent); every other value, rare or first seen later, goes to the column's ``(other)`` column, so
+    ``feature_shape`` never changes however many values a column has. A missing value is all zeros.
+    A text column whose values nearly never repeat (an id, free text) is refused unless declared in
+    ``categorical``. ``encoding`` holds what was fitted; ``preprocessing`` is it as JSON, which the
+    loop stores with every version. Timezone-aware times are converted to UTC.
 
     ``window`` is a duration (``"7D"``: consecutive periods from the first timestamp; empty periods
     are skipped and reported, one ``empty_window`` issue per run of empty periods) or a row count.
@@ -101,7 +109,13 @@ class TableStream(Stream):
     categorical: Sequence[str] | None = None
     classes: list | None = None  # overrides Stream.classes so the user may declare them
     on_bad_rows: str = "quarantine"
+    # Every value of the first window by default: a value seen once there still gets trained by the
+    # updates on the later windows where it comes back (scripts/bench_categoricals.py measured the
+    # caps against this); raise min_frequency or lower max_categories to bound the width.
+    min_frequency: int = 1
+    max_categories: int = 1000
     feature_names: list[str] = field(init=False, default_factory=list)
+    encoding: TableEncoding | None = field(init=False, repr=False, default=None)
     _windows: list[Window] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -112,37 +126,28 @@ class TableStream(Stream):
             raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}; got {self.on_bad_rows!r}")
         if self.classes is not None and len(self.classes) == 0:
             raise ValueError("classes, when given, must list at least one class")
+        for name in ("min_frequency", "max_categories"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1; got {value!r}")
 
         frame = self._read()
         features, categorical = self._feature_columns(frame)
         times, missing_time = self._parse_time(frame[self.time_column], period)
         y, missing_target = self._encode_target(frame[self.target])
-        numeric, numeric_cols, onehot = self._encode_features(frame, features, categorical)
+        numeric, numeric_cols, text_cols = self._feature_kinds(frame, features, categorical)
 
         usable = ~(missing_time | missing_target | frame.isna().all(axis=1).to_numpy())
         late = self._late_columns(numeric, times, usable, period)
         bad = self._quarantine(frame, times, missing_time, missing_target, numeric, numeric_cols, late)
         keep = np.flatnonzero(~bad)
         order = keep[np.argsort(times[keep], kind="stable")]
-        times, y, numeric, onehot = times[order], y[order], numeric[order], onehot[order]
+        times, y, numeric = times[order], y[order], numeric[order]
+        rows = frame.iloc[order].reset_index(drop=True)
 
-        # Standardise with the first window's statistics only, so no window sees the future; a column
-        # that appears mid-stream with those of the window it appears in.
-        window_of = self._window_numbers(times, period)
-        x_numeric = np.full_like(numeric, np.nan)
-        for j in range(numeric.shape[1]):
-            present = np.isfinite(numeric[:, j])
-            first = present & (window_of == window_of[np.argmax(present)]) if present.any() else present
-            mean, std = (numeric[first, j].mean(), numeric[first, j].std()) if first.any() else (0.0, 1.0)
-            x_numeric[present, j] = (numeric[present, j] - mean) / (std if std > 0 else 1.0)
-        # Columns that appear mid-stream go last, in the order they appear: a stream's columns only
-        # grow at the end (perennial.data.window.present_features), which is what lets a model keep
-        # reading the columns it was trained on.
-        early = [j for j in range(len(numeric_cols)) if j not in late]
-        x = np.hstack([x_numeric[:, early], onehot, x_numeric[:, list(late)]]).astype(np.float32)
-        onehot_names = self.feature_names[len(numeric_cols) :]
-        self.feature_names = [numeric_cols[j] for j in early] + onehot_names + [numeric_cols[j] for j in late]
-
+        self.encoding = self._fit_encoding(rows, numeric, numeric_cols, text_cols, late, times, period)
+        x = self.encoding.transform(rows)  # the same code that re-encodes raw rows from a stored version
+        self.feature_names = self.encoding.feature_names
         self.feature_shape = (x.shape[1],)
         if isinstance(period, int):
             self._windows = windows_by_count(x, y, times, period)
@@ -151,6 +156,42 @@ class TableStream(Stream):
 
     def windows(self) -> list[Window]:
         return self._windows
+
+    @property
+    def preprocessing(self) -> dict:
+        """The fitted encoding as plain JSON (:meth:`TableEncoding.to_dict`); the loop stores it with
+        every version, and :meth:`TableEncoding.from_dict` applies it to raw rows again."""
+        assert self.encoding is not None  # fitted in __post_init__
+        return self.encoding.to_dict()
+
+    def _fit_encoding(
+        self,
+        rows: pd.DataFrame,
+        numeric: np.ndarray,
+        numeric_cols: list[str],
+        text_cols: list[str],
+        late: dict[int, object],
+        times: np.ndarray,
+        period: int | pd.Timedelta,
+    ) -> TableEncoding:
+        """Fit on the first window only, so no window sees the future: the standardisation of each
+        numeric column (one that appears mid-stream: on the window it appears in) and the categories
+        of each text column. ``rows`` and ``numeric`` are the kept rows, in time order."""
+        window_of = self._window_numbers(times, period)
+        scaled = {}
+        for j, column in enumerate(numeric_cols):
+            present = np.isfinite(numeric[:, j])
+            first = present & (window_of == window_of[np.argmax(present)]) if present.any() else present
+            mean, std = (numeric[first, j].mean(), numeric[first, j].std()) if first.any() else (0.0, 1.0)
+            scaled[j] = NumericColumn(column, float(mean), float(std) if std > 0 else 1.0)
+        first_window = rows[window_of == 0]
+        cap = {"min_frequency": self.min_frequency, "max_categories": self.max_categories}
+        onehot = [CategoricalColumn(c, frequent_categories(first_window[c], **cap)) for c in text_cols]
+        # Columns that appear mid-stream go last, in the order they appear: a stream's columns only
+        # grow at the end (perennial.data.window.present_features), which is what lets a model keep
+        # reading the columns it was trained on.
+        early = [scaled[j] for j in range(len(numeric_cols)) if j not in late]
+        return TableEncoding((*early, *onehot, *(scaled[j] for j in late)))
 
     @staticmethod
     def _window_numbers(times: np.ndarray, period: int | pd.Timedelta) -> np.ndarray:
@@ -297,14 +338,14 @@ class TableStream(Stream):
             )
         return y.astype(np.int64), missing
 
-    def _encode_features(
+    def _feature_kinds(
         self, frame: pd.DataFrame, features: list[str], categorical: set[str]
-    ) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Numeric columns as float64 (NaN/inf kept for the quarantine) and one-hot categorical columns."""
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """Numeric columns as float64 (NaN/inf kept for the quarantine) with their names, and the names
+        of the columns to one-hot encode, each list in ``features`` order."""
         numeric: list[np.ndarray] = []
         numeric_cols: list[str] = []
-        onehots: list[np.ndarray] = []
-        onehot_names: list[str] = []
+        text_cols: list[str] = []
         for column in features:
             raw = frame[column]
             declared = column in categorical
@@ -324,24 +365,29 @@ class TableStream(Stream):
                     numeric.append(as_number)
                     numeric_cols.append(column)
                     continue
-            categories = list(raw.cat.categories) if is_category else _sorted_values(raw)
-            if not declared and len(categories) > MAX_CATEGORIES:
-                raise DataError(
-                    f"{self.path}: column {column!r} looks categorical but has {len(categories)} distinct "
-                    f"values (more than {MAX_CATEGORIES}; e.g. {categories[:3]}); leave it out by listing "
-                    f"the other columns in `features`, or declare it in `categorical` to one-hot encode it"
-                )
-            codes = pd.Categorical(raw, categories=categories).codes
-            block = np.zeros((len(raw), len(categories)), dtype=np.float32)
-            present = np.flatnonzero(codes >= 0)
-            block[present, codes[present]] = 1.0
-            onehots.append(block)
-            onehot_names += [f"{column}={c}" for c in categories]
-        self.feature_names = numeric_cols + onehot_names
+                self._refuse_ids(raw, column)
+            text_cols.append(column)
         n = len(frame)
         numeric_matrix = np.column_stack(numeric) if numeric else np.empty((n, 0))
-        onehot_matrix = np.hstack(onehots) if onehots else np.empty((n, 0), dtype=np.float32)
-        return numeric_matrix, numeric_cols, onehot_matrix
+        return numeric_matrix, numeric_cols, text_cols
+
+    def _refuse_ids(self, raw: pd.Series, column: str) -> None:
+        """A text column whose values nearly never repeat (an order id, a free-text comment) cannot be
+        learned from: every new row brings a value no model has seen. Many distinct values that do
+        repeat (airport codes) are fine; the encoding caps them."""
+        values = raw.dropna()
+        if len(values) < ID_MIN_ROWS:
+            return
+        counts = values.value_counts()
+        unique_share = (counts == 1).sum() / len(values)
+        if unique_share >= ID_SHARE:
+            raise DataError(
+                f"{self.path}: column {column!r} looks like an id or free text: {len(counts)} distinct "
+                f"values in {len(values)} rows, {unique_share:.0%} of rows hold a value no other row has "
+                f"(e.g. {[_scalar(v) for v in counts.index[:3]]}), so there is nothing to learn from it; "
+                f"leave it out by listing the other columns in `features`, or declare it in `categorical` "
+                f"to encode it anyway"
+            )
 
     def _numeric_text(self, raw: pd.Series, column: str) -> np.ndarray | None:
         """A text column holding numbers, as floats; None if it is categorical; DataError if it has typos."""

@@ -136,6 +136,12 @@ class Stream(ABC):
     def quarantined_rows(self) -> int:
         return len(self.quarantine)
 
+    @property
+    def preprocessing(self) -> dict | None:
+        """How raw rows became ``x`` (fitted scalings, category lists), as plain JSON that the loop
+        stores with every version; None for streams whose inputs need no fitted preprocessing."""
+        return None
+
 
 def check_label_delay(delay: object) -> int | str:
     """``data.label_delay`` as a window count (int >= 0) or a pandas duration string ("30D")."""
