@@ -6,6 +6,8 @@ shadow rollout, and a canary at 10%. Then 10 hot swaps under load, then kill -9 
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_serve.py          # the full run, about 2 min on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_serve.py --quick  # a smoke run; writes only with --out
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_serve.py --bad-bodies  # good throughput beside
+        # clients sending 1 MiB bodies of 500,000 features (refused with 413); its own section
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from perennial.cli.common import stream_and_builder
 from perennial.registry import Registry, VersionRecord
 
 SECTION = "bench_serve"
+BAD_SECTION = "bench_serve_bad_bodies"
+BAD_FEATURES = 500_000  # "0," each: a body of about 1 MiB, under serve.max_body_bytes
 TOKEN = "bench"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 DATA = {"_target_": "perennial.data.SyntheticStream", "kind": "none", "n_samples": 4000, "n_features": 10}
@@ -206,6 +210,96 @@ def paced(url: str, x: np.ndarray, rate: float, seconds: float, clients: int = 4
     return {"latencies": latencies, "failures": failures}
 
 
+def flood(url: str, stop: threading.Event, outcomes: list[int]) -> None:
+    """One client sending bodies of BAD_FEATURES features, one after another, until ``stop``."""
+    body = b'{"unit": "bad", "features": [' + b",".join([b"0"] * BAD_FEATURES) + b"]}"
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while not stop.is_set():
+            try:
+                r = c.post("/predict", content=body, headers={"content-type": "application/json"})
+                outcomes.append(r.status_code)
+            except httpx.TransportError:
+                outcomes.append(0)
+
+
+def bad_bodies(args: argparse.Namespace) -> None:
+    """Good /predict throughput alone and beside ``--bad-clients`` clients sending 1 MiB bad bodies,
+    alternating round by round; written to its own section."""
+    t0 = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    body_bytes = len(b'{"unit": "bad", "features": [' + b",".join([b"0"] * BAD_FEATURES) + b"]}")
+    with tempfile.TemporaryDirectory(prefix="perennial-bench-serve-") as tmp:
+        registry = Path(tmp) / "registry"
+        x = make_registry(registry)
+        server = Server(registry, Path(tmp), f"serve.device={args.device}")
+        results = {
+            n: {"requests": 0, "seconds": 0.0, "latencies": [], "failures": 0} for n in (0, args.bad_clients)
+        }
+        refused: list[int] = []
+        try:
+            load(server.url, x, args.clients, 50)  # warm-up
+            for r in range(args.rounds):
+                order = [0, args.bad_clients] if r % 2 == 0 else [args.bad_clients, 0]
+                for n_bad in order:
+                    stop = threading.Event()
+                    flooders = [
+                        threading.Thread(target=flood, args=(server.url, stop, refused)) for _ in range(n_bad)
+                    ]
+                    for t in flooders:
+                        t.start()
+                    out = load(server.url, x, args.clients, args.requests)
+                    stop.set()
+                    for t in flooders:
+                        t.join()
+                    res = results[n_bad]
+                    res["requests"] += len(out["acked"])
+                    res["seconds"] += out["seconds"]
+                    res["latencies"] += out["latencies"]
+                    res["failures"] += len(out["failures"])
+                print(f"round {r + 1}/{args.rounds} done", flush=True)
+        finally:
+            server.stop()
+    seconds = time.perf_counter() - t0
+    rows = [
+        f"| {n} | {res['requests']:,} | {res['requests'] / res['seconds']:.0f} | "
+        f"{percentile(res['latencies'], 50):.2f} | {percentile(res['latencies'], 99):.2f} | "
+        f"{res['failures']} |"
+        for n, res in results.items()
+    ]
+    alone, beside = (results[n]["requests"] / results[n]["seconds"] for n in (0, args.bad_clients))
+    codes = sorted(set(refused))
+    how = (
+        "which the server refuses with 413 on their declared Content-Length, before reading them\n(over "
+        "the /predict limit worked out from `serve.max_rows` and the model's 10 features, docs/serve.md)"
+        if codes == [413]
+        else "which the server refuses while parsing\n(the row is bounded by the model's 10 features)"
+    )
+    quick = "\n**Quick run: smoke-test numbers, not the benchmark.**\n" if args.quick else ""
+    body = f"""### Good requests beside 1 MiB bad bodies (scripts/bench_serve.py --bad-bodies)
+{quick}
+Command: `{command()}` (run time after imports: {seconds / 60:.1f} min)
+Date: {datetime.now(UTC).date().isoformat()}. Machine: {machine()}; OMP_NUM_THREADS=1;
+{load_average(load_start)}.
+
+The server and registry above; {args.clients} good clients each send {args.requests} single-row
+`/predict` requests per round, alone or while {args.bad_clients} other clients send, back to back,
+bodies of {BAD_FEATURES:,} features ({body_bytes:,} bytes, under `serve.max_body_bytes`),
+{how}. {args.rounds} rounds, the two setups alternating. Bad bodies answered: {len(refused):,},
+status {codes}.
+
+| bad clients | good requests | good requests/s | p50 ms | p99 ms | failed |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Good throughput beside the bad clients: {beside / alone:.0%} of its throughput alone ({beside:.0f}
+against {alone:.0f} requests/s).
+"""
+    print(body)
+    if args.out is not None:
+        replace_section(args.out, BAD_SECTION, body)
+        print(f"wrote the {BAD_SECTION} section of {args.out}")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1e3 if values else float("nan")
 
@@ -222,7 +316,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paced-seconds", type=float, default=6.0, help="per setup, per round")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--device", default="cpu", help="serve.device: cpu, cuda (batching on) or auto")
+    parser.add_argument(
+        "--bad-bodies",
+        action="store_true",
+        help="only: good throughput beside clients sending 1 MiB bad bodies",
+    )
+    parser.add_argument("--bad-clients", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.bad_bodies:
+        if args.quick:
+            args.rounds, args.requests = 2, 100
+        elif args.out is None:
+            args.out = Path("docs/benchmarks.md")
+        torch.set_num_threads(1)
+        bad_bodies(args)
+        return
     if args.quick:
         args.rounds, args.requests, args.paced_seconds = 2, 100, 3.0
     elif args.out is None:

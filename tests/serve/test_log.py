@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -60,6 +61,44 @@ def test_a_bad_row_fails_only_its_own_writer(tmp_path):
     log.close()
     with pytest.raises(RuntimeError, match="closed"):
         log.write_request(served(2))
+
+
+def test_a_row_the_driver_cannot_bind_fails_only_its_writer_not_its_group(tmp_path):
+    """A string with a lone surrogate raises UnicodeEncodeError (not sqlite3.Error) when bound: it
+    must fail its own submitter only, never roll back the rows committed in the same group."""
+    path = tmp_path / "log.sqlite"
+    log = RequestLog(path)
+    blocker = sqlite3.connect(path, timeout=30)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer's first group waits on this lock ...
+    first = threading.Thread(target=log.write_request, args=(served(0),))
+    first.start()
+    while log._queue.qsize():  # ... once it has taken that group's only row
+        time.sleep(0.001)
+    outcomes: dict[int, BaseException | None] = {}
+
+    def write(i: int, unit: str) -> None:
+        try:
+            log.write_request(Served(f"r{i}", unit, "v1", "v1", "v1", None, [1], 0.1))
+            outcomes[i] = None
+        except Exception as err:
+            outcomes[i] = err
+
+    writers = [
+        threading.Thread(target=write, args=(i, "\ud800" if i == 5 else f"u{i}")) for i in range(1, 11)
+    ]
+    for t in writers:
+        t.start()
+    while log._queue.qsize() < 10:  # all ten queue up behind the blocked group: they form the next one
+        time.sleep(0.001)
+    blocker.rollback()
+    blocker.close()
+    for t in [first, *writers]:
+        t.join()
+    log.close()
+    assert isinstance(outcomes.pop(5), UnicodeEncodeError)
+    assert all(error is None for error in outcomes.values()), outcomes
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 10
 
 
 def test_analyze_recomputes_an_ab_test_with_the_same_class(tmp_path):

@@ -90,6 +90,11 @@ def test_bad_feedback_gets_a_clear_4xx_and_leaves_sessions_as_they_were(registry
         assert rank(c, "a")["interactions"] == 0
         assert rank(c, "b") == b_before
         assert c.post("/rank", json={"unit": "a", "k": 5000}).status_code == 422
+        # An item id past int64 is refused at the edge, naming it, not overflowed in the catalogue lookup.
+        huge = c.post("/feedback", json={"unit": "a", "item": 2**63, "rating": 4.0})
+        assert huge.status_code == 422 and "item" in huge.json()["error"], huge.text
+        assert str(2**63) in huge.json()["error"]
+        assert rank(c, "a")["interactions"] == 0
 
 
 def test_a_flood_of_feedback_is_rate_limited_per_unit(registry):
@@ -125,7 +130,9 @@ def test_expired_sessions_and_the_memory_bound(registry):
         assert evicted.status_code == 404
         sessions = c.get("/status").json()["sessions"]
         assert sessions["live"] == 3 and sessions["evicted"] == 1 and sessions["expired"] == 1
-        assert "perennial_serve_sessions_live 3" in c.get("/metrics").text
+        metrics = c.get("/metrics").text
+        assert "perennial_serve_sessions_live 3.0" in metrics
+        assert "# TYPE perennial_serve_sessions_evicted_total counter" in metrics
 
 
 def test_sessions_never_change_the_global_model(registry):
@@ -152,6 +159,8 @@ def test_reload_serves_a_newly_promoted_version_and_sessions_refit(registry):
         rank(c, "a")
         c.post("/feedback", json={"unit": "a", "item": 5, "rating": 5.0})
         assert c.post("/reload").status_code == 401
+        lower = c.post("/reload", headers={"Authorization": f"bearer {TOKEN}"})  # RFC 7235: any case
+        assert lower.status_code == 200 and lower.json() == {"version": "v1", "previous": "v1"}
         with Registry(registry, create=False) as reg:
             model = Recommender.synthetic(n_items=300, dim=8, seed=1, version="v1.1")
             reg.add(VersionRecord("v1.1", "v1", "stateful", config={"recommender": {}}), model.state_dict())

@@ -173,8 +173,8 @@ def test_feedback_joins_the_logged_request(serve, rows):
     wrong_count = s.client.post("/feedback", json={"request_id": short["request_id"], "labels": [0, 1]})
     assert wrong_count.status_code == 422 and "1 row" in wrong_count.json()["error"]
     metrics = s.client.get("/metrics").text
-    assert 'perennial_serve_requests_total{arm="v1"} 2' in metrics
-    assert "perennial_serve_feedback_total 1" in metrics and 'perennial_serve_accuracy{arm="v1"}' in metrics
+    assert 'perennial_serve_requests_total{arm="v1"} 2.0' in metrics
+    assert "perennial_serve_feedback_total 1.0" in metrics and 'perennial_serve_accuracy{arm="v1"}' in metrics
     assert "perennial_serve_latency_seconds_bucket" in metrics
 
 
@@ -386,7 +386,7 @@ def test_batched_serving_answers_concurrent_requests_as_one_at_a_time_does(serve
     status = s.client.get("/status").json()
     assert status["batching"] is True and status["device"] == "cpu"
     metrics = s.client.get("/metrics").text
-    passes = float(re.search(r"^perennial_serve_forward_passes (\S+)$", metrics, re.M).group(1))
+    passes = float(re.search(r"^perennial_serve_forward_passes_total (\S+)$", metrics, re.M).group(1))
     assert 1 <= passes <= len(x)
     with pytest.raises(ValueError, match=r"serve\.batching must be one of"):
         serve(batching="sometimes")
@@ -482,3 +482,202 @@ def test_cli_user_errors_exit_2_with_a_message(overrides, words, capsys):
     with pytest.raises(SystemExit) as exited, user_errors("perennial-serve"):
         serve_cli(cfg)
     assert exited.value.code == 2 and words in capsys.readouterr().err
+
+
+# ---- the request edge: bad requests are refused alone, unexpected errors are counted JSON -------------
+SURROGATE_BODY = b'{"unit": "\\ud800", "features": [0, 0, 0, 0, 0, 0]}'
+
+
+def test_invalid_text_is_refused_and_fails_no_one_else(serve, rows):
+    s = serve()
+    x = rows[0][:2].tolist()
+    stop, failures, refused = threading.Event(), [], []
+
+    def good(worker: int) -> int:
+        n = 0
+        with httpx.Client(base_url=s.url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/predict", json={"unit": f"w{worker}-{n}", "rows": x})
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                except httpx.TransportError as err:  # a reset kept-alive connection
+                    failures.append(repr(err))
+                n += 1
+        return n
+
+    with ThreadPoolExecutor(3) as pool:
+        counts = [pool.submit(good, i) for i in range(3)]
+        try:
+            with httpx.Client(base_url=s.url, timeout=30) as client:
+                for _ in range(60):
+                    r = client.post(
+                        "/predict", content=SURROGATE_BODY, headers={"content-type": "application/json"}
+                    )
+                    refused.append((r.status_code, r.json()["error"]))
+        finally:
+            stop.set()
+        total = sum(c.result() for c in counts)
+    assert failures == [] and total > 20
+    assert {code for code, _ in refused} == {422}
+    assert "invalid text" in refused[0][1] and "surrogate" in refused[0][1]
+    assert 'perennial_serve_errors_total{code="500"}' not in s.client.get("/metrics").text
+
+
+def _raw_exchange(url: str, requests: list[bytes]) -> list[bytes]:
+    """Each request sent on one TCP connection after the previous answer: a closed connection shows."""
+    host, port = url.removeprefix("http://").split(":")
+    answers = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for request in requests:
+            sock.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"content-length: (\d+)", data.split(b"\r\n\r\n", 1)[0], re.I).group(1)
+            ):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            answers.append(data)
+    return answers
+
+
+def test_an_unexpected_error_is_a_counted_json_500_and_the_connection_stays(serve, monkeypatch, caplog):
+    s = serve()
+
+    async def broken(unit, rows):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(s.model_server, "predict", broken)
+    body = json.dumps({"unit": "u", "features": GOOD}).encode()
+    post = (
+        b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    status = b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n"
+    with caplog.at_level("ERROR", logger="perennial.serve"):
+        failed, after = _raw_exchange(s.url, [post, status])
+    head, payload = failed.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 500") and b"application/json" in head
+    assert "RuntimeError" in json.loads(payload)["error"]
+    assert after.startswith(b"HTTP/1.1 200")  # the same kept-alive connection answered again
+    assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)  # with its traceback
+    assert 'perennial_serve_errors_total{code="500"} 1.0' in s.client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"unit": "u", "features": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"unit": 1' + b"0" * 5000 + b', "features": [0, 0, 0, 0, 0, 0]}', "too large"),
+        (b'{"unit": "\xff", "features": [0, 0, 0, 0, 0, 0]}', "invalid text"),
+        (
+            json.dumps({"unit": "u", "features": [0] * 150_000}, separators=(",", ":")).encode(),
+            "at most 6 items",
+        ),
+        (json.dumps({"unit": "u" * 600, "features": GOOD}).encode(), "at most 512 characters"),
+        (json.dumps({"unit": "u", "rows": [GOOD, [0] * 7]}).encode(), "rows.1: List should have at most 6"),
+    ],
+)
+def test_pathological_bodies_get_a_4xx_naming_the_problem(serve, body, words):
+    s = serve()
+    r = s.client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert words in r.json()["error"]
+
+
+def test_a_label_outside_the_served_versions_classes_is_refused(serve, rows):
+    s = serve()
+    served = s.client.post("/predict", json={"unit": "u", "rows": rows[0][:2].tolist()}).json()
+    for labels in ([0, 2], [2**63, 0]):
+        r = s.client.post("/feedback", json={"request_id": served["request_id"], "labels": labels})
+        assert r.status_code == 422, r.text
+        assert (
+            f"label {labels[0] or labels[1]}" in r.json()["error"]
+            and "has 2 classes, 0..1" in r.json()["error"]
+        )
+    ok = s.client.post("/feedback", json={"request_id": served["request_id"], "labels": [0, 1]})
+    assert ok.status_code == 200  # the refusals recorded nothing
+
+
+def test_the_bearer_scheme_is_case_insensitive(serve):
+    s = serve()
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = s.client.post("/rollout", json={"kind": "none"}, headers={"Authorization": f"{scheme} {TOKEN}"})
+        assert r.status_code == 409 and "no rollout" in r.json()["error"], (scheme, r.text)  # authorized
+    missing = s.client.post("/rollback", json={})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    basic = s.client.post("/rollback", json={}, headers={"Authorization": f"Basic {TOKEN}"})
+    assert basic.status_code == 401
+
+
+def test_metrics_are_typed_counters_and_a_latency_histogram_per_endpoint(serve, rows):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    s = serve()
+    other = serve()  # a second app in the same process: its own registry, its own counts
+    x = rows[0][0].tolist()
+    for _ in range(3):
+        s.client.post("/predict", json={"unit": "u", "features": x})
+    s.client.post("/rank", json={"unit": "u", "features": x, "k": 2})
+    s.client.post("/predict", json={"unit": "u"})
+    s.client.post("/rollout", headers=ADMIN, json={"kind": "ab", "candidate": "v2", "settings": {}})
+    families = {f.name: f for f in text_string_to_metric_families(s.client.get("/metrics").text)}
+    for name in ("swaps", "log_commits", "forward_passes", "batched_rows", "requests", "errors"):
+        assert families[f"perennial_serve_{name}"].type == "counter", name
+    assert families["perennial_serve_accuracy"].type == "gauge"
+    latency = families["perennial_serve_latency_seconds"]
+    counts = {s.labels["endpoint"]: s.value for s in latency.samples if s.name.endswith("_count")}
+    assert counts["/predict"] == 4 and counts["/rank"] == 1 and counts["/rollout"] == 1
+    assert "perennial_serve_swaps_total 1.0" in s.client.get("/metrics").text
+    assert 'perennial_serve_requests_total{arm="v1"}' not in other.client.get("/metrics").text
+
+
+def test_a_failing_shadow_is_counted_and_logged(serve, rows, monkeypatch, caplog):
+    s = serve()
+    r = s.client.post("/rollout", headers=ADMIN, json={"kind": "shadow", "candidate": "v2", "settings": {}})
+    assert r.status_code == 200, r.text
+
+    def broken(x):
+        raise RuntimeError("shadow boom")
+
+    monkeypatch.setattr(s.model_server.deployment.candidate.module, "forward", broken)
+    with caplog.at_level("ERROR", logger="perennial.serve"):
+        answer = s.client.post("/predict", json={"unit": "u", "features": rows[0][0].tolist()})
+        assert answer.status_code == 200  # the request itself never waits for or fails with its shadow
+        s.model_server.shadow.wait(answer.json()["request_id"])
+    assert "perennial_serve_shadow_errors_total 1.0" in s.client.get("/metrics").text
+    assert any(r.exc_info and "shadow boom" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_every_serve_setting_is_settable_from_conf_serve_yaml(tmp_path):
+    """Each ServeSettings field has a key in conf/serve.yaml and reaches the server's settings."""
+    from dataclasses import MISSING, fields
+
+    from hydra import compose, initialize_config_dir
+
+    from perennial.cli.common import CONF_DIR
+    from perennial.cli.serve import settings as serve_settings
+
+    chosen = {}
+    for f in fields(ServeSettings):
+        if f.name == "fallback":  # built from the data/model groups, not a key
+            continue
+        default = None if f.default is MISSING else f.default
+        if f.name == "registry":
+            chosen[f.name] = str(tmp_path)
+        elif isinstance(default, bool) or default is None or isinstance(default, str):
+            chosen[f.name] = f"set-{f.name}"
+        else:
+            chosen[f.name] = type(default)(default + 3)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        base = compose(config_name="serve")
+        missing = [name for name in chosen if name not in base.serve]
+        assert missing == [], f"ServeSettings fields missing from conf/serve.yaml: {missing}"
+        cfg = compose(config_name="serve", overrides=[f"serve.{k}={v}" for k, v in chosen.items()])
+    built = serve_settings(cfg)
+    for name, value in chosen.items():
+        got = getattr(built, name)
+        assert (str(got) if name in ("registry", "log") else got) == value, name
+    assert built.fallback is not None

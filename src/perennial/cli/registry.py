@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from perennial.registry.store import Registry, UnknownVersion, describe
+from perennial.registry.store import Registry, RegistryIndexError, UnknownVersion, describe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +67,9 @@ def _promote(registry: Registry, version: str, reason: str) -> None:
     if before == "champion":
         print(f"{version} is already the champion")
         return
+    # The files are checked before the index changes: a server following the registry would
+    # refuse a damaged champion and go on serving the old one while the index says otherwise.
+    registry.verify(version)
     previous = registry.promote(version, reason=reason, override=True)
     note = f" (overriding its {before} status)" if before in ("rejected", "rolled_back") else ""
     print(f"promoted {version} to champion{note}")
@@ -77,7 +80,9 @@ def _promote(registry: Registry, version: str, reason: str) -> None:
 
 def _rollback(registry: Registry, reason: str) -> None:
     current = registry.champion()
-    restored = registry.rollback(reason=reason)
+    target = registry.rollback_target()
+    registry.verify(target)  # as in _promote: never make a version champion that cannot serve
+    restored = registry.rollback(reason=reason, expect=(current, target))
     print(f"rolled back {current}; champion is {restored} again")
     print(describe(registry.get(restored)))
 
@@ -87,12 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = _parser().parse_args(argv)
     try:
-        # create=False: a mistyped path must not leave an empty registry behind.
-        registry = Registry(args.registry, create=False)
+        # create=False: a mistyped path must not leave an empty registry behind; and looking only
+        # reads, so list and show work on a registry this user may not write.
+        readonly = args.command in ("list", "show")
+        registry = Registry(args.registry, create=False, readonly=readonly)
     except FileNotFoundError:
         print(f"no registry at {args.registry}", file=sys.stderr)
         return 2
+    except RegistryIndexError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as err:
+        print(f"registry at {args.registry} is busy: {err}", file=sys.stderr)
+        return 1
     try:
+        registry.check()
         if args.command == "list":
             _list(registry)
         elif args.command == "show":
@@ -101,16 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _promote(registry, args.version, args.reason)
         elif args.command == "rollback":
             _rollback(registry, args.reason)
-    except UnknownVersion as err:
+    except (UnknownVersion, RegistryIndexError) as err:
         print(str(err), file=sys.stderr)
         return 2
-    except ValueError as err:
+    except ValueError as err:  # a refused change, e.g. a version whose files are damaged
         print(str(err), file=sys.stderr)
         return 1
     except sqlite3.OperationalError as err:
         # Most likely the training loop holds the write lock; a retry later will do.
         print(f"registry at {args.registry} is busy: {err}", file=sys.stderr)
         return 1
+    except sqlite3.DatabaseError as err:  # a page damaged past what the open-time check read
+        print(str(RegistryIndexError(registry.index, str(err))), file=sys.stderr)
+        return 2
     finally:
         registry.close()
     return 0

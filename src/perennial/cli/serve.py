@@ -4,16 +4,21 @@ conf/serve.yaml. ``serve.analyze=true`` prints the statistics recomputed from th
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from perennial.cli.common import CONF_DIR, stream_and_builder, user_errors
+from perennial.cli.common import CONFIG_PATH, stream_and_builder, user_errors
+
+SCALARS = {"int": int, "float": float, "str": str}
 
 
 def settings(cfg: DictConfig):
-    """The server's settings from the config; the data/model groups rebuild versions stored without them."""
+    """The server's settings from the config: every ``ServeSettings`` field is read from ``serve.<name>``
+    (a field the config lacks keeps its default); the data/model groups rebuild versions stored without
+    their own. The other ``serve`` keys (host, port, threads, log_level, analyze) are this app's."""
     from perennial.serve.app import ServeSettings
 
     s = cfg.serve
@@ -24,27 +29,19 @@ def settings(cfg: DictConfig):
         stream, build = stream_and_builder(cfg)
         return build, tuple(stream.feature_shape)
 
-    return ServeSettings(
-        registry=Path(s.registry),
-        log=s.log,
-        token=s.token,
-        max_body_bytes=int(s.max_body_bytes),
-        max_rows=int(s.max_rows),
-        max_batch_rows=int(s.max_batch_rows),
-        device=str(s.device),
-        batching=str(s.batching),
-        log_queue=int(s.log_queue),
-        log_synchronous=str(s.log_synchronous),
-        shadow_queue=int(s.shadow_queue),
-        fallback=fallback,
-        mode=str(s.mode),
-        max_sessions=int(s.max_sessions),
-        session_ttl_s=float(s.session_ttl_s),
-        session_interactions=int(s.session_interactions),
-        feedback_rate=float(s.feedback_rate),
-        feedback_burst=float(s.feedback_burst),
-        click_rating=float(s.click_rating),
-    )
+    values = {}
+    for field in fields(ServeSettings):
+        if field.name in ("registry", "fallback") or field.name not in s:
+            continue
+        value = s[field.name]
+        kind = SCALARS.get(getattr(field.type, "__name__", field.type))  # a type, or its name as a string
+        if kind is not None and value is not None:
+            try:
+                value = kind(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"serve.{field.name} must be {kind.__name__}, got {value!r}") from None
+        values[field.name] = value
+    return ServeSettings(registry=Path(s.registry), fallback=fallback, **values)
 
 
 def serve(cfg: DictConfig) -> None:
@@ -68,7 +65,7 @@ def serve(cfg: DictConfig) -> None:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="serve")
 def main(cfg: DictConfig) -> None:
     with user_errors("perennial-serve"):
         serve(cfg)

@@ -1,7 +1,10 @@
 """The model registry: every candidate version's weights and state on disk, and an SQLite index of lineage,
 status, champion history and gate decisions that changes atomically with the training loop's own state.
 
-One process writes a registry at a time; readers (the CLI, a dashboard) may look at any moment.
+Writers take SQLite's write lock (WAL mode, a busy timeout), so the loop and ``perennial-registry
+promote`` may write the same registry at once; readers (``readonly=True``: the server's status, a
+dashboard) may look at any moment and never write. Every stored file has its sha256 in the index,
+checked whenever the file is loaded.
 
 >>> import tempfile, torch
 >>> reg = Registry(tempfile.mkdtemp())
@@ -19,6 +22,7 @@ v1.1  stateful  rolled_back  windows -  n=0
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,9 +38,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load
 
-from perennial.registry.tensorfile import fsync_dir, load_tree, save_tensors, save_tree
+from perennial.registry.tensorfile import fsync_dir, save_tensors, save_tree, tree_from_bytes
 from perennial.registry.versions import KINDS, next_version_id, parse_version, version_key
 
 STATUSES = ("candidate", "champion", "rejected", "retired", "rolled_back")
@@ -83,6 +87,18 @@ CREATE TABLE IF NOT EXISTS state (
     value TEXT NOT NULL
 );
 """
+# The sha256 of every file of a version, committed with its row. Registries written before it existed
+# gain it with their next added version; their older versions have no rows here and load unchecked.
+_FILES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    version TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (version, name)
+);
+"""
+_TABLES = ("versions", "champion_history", "decisions", "state")
 
 
 def _now() -> str:
@@ -125,6 +141,36 @@ class UnknownVersion(KeyError):
         return f"unknown version {self.version!r}; known versions: {', '.join(self.known) or 'none'}"
 
 
+class RegistryIndexError(ValueError):
+    """``index.sqlite`` exists but is not a readable perennial registry index (empty, damaged, foreign)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"registry index {path} is unusable: {problem}")
+        self.path, self.problem = path, problem
+
+
+class CorruptVersion(ValueError):
+    """A version whose stored files cannot be trusted: missing, failing their checksum, unreadable, or
+    (its weights) holding NaN or infinite values."""
+
+    def __init__(self, version: str, problem: str) -> None:
+        super().__init__(f"version {version}: {problem}")
+        self.version, self.problem = version, problem
+
+
+def non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """What is wrong with the first tensor holding NaN or infinite values, or None if all are finite."""
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point() and not tensor.is_complex():
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            nan = int(torch.isnan(tensor).sum())
+            inf = int((~finite).sum()) - nan
+            return f"{name} holds {nan} NaN and {inf} infinite value(s) of {tensor.numel()}"
+    return None
+
+
 def _to_json(value: Any) -> str:
     return json.dumps(value, default=_jsonable)
 
@@ -146,22 +192,91 @@ class Registry:
     """Versions on disk under ``root/versions/<id>/`` and their index in ``root/index.sqlite``.
 
     Writes outside :meth:`transaction` each commit on their own; inside one they commit together.
+
+    ``create=True`` is for the writer that owns the registry (the training loop): it creates a new
+    registry when ``index.sqlite`` does not exist, and removes the debris of a crashed write.
+    ``create=False`` opens an existing registry to read and write (``perennial-registry promote``);
+    ``readonly=True`` opens one that SQLite itself will not let this connection change.
+    An existing index that is empty, damaged or not a registry raises :class:`RegistryIndexError`
+    and is left as it is.
     """
 
-    def __init__(self, root: str | Path, create: bool = True) -> None:
+    def __init__(self, root: str | Path, create: bool = True, *, readonly: bool = False) -> None:
         self.root = Path(root)
-        index = self.root / "index.sqlite"
-        if not create and not index.is_file():
-            raise FileNotFoundError(f"no registry at {self.root}")
+        self.index = self.root / "index.sqlite"
+        self.readonly = readonly
         self.versions_dir = self.root / "versions"
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: the sqlite3 module never opens transactions behind our back.
-        self._conn = sqlite3.connect(index, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
+        exists = self.index.exists() or self.index.is_symlink()
+        if not exists and (readonly or not create):
+            raise FileNotFoundError(f"no registry at {self.root}")
+        if exists and not self.index.is_file():
+            raise RegistryIndexError(self.index, "it is not a regular file")
+        if not exists:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
         self._depth = 0
-        self._discard_orphans_unless_busy()
+        try:
+            if exists:
+                # Checked before anything is written: a 0-byte or foreign file must stay as it is, not
+                # be turned into a fresh empty registry that hides the loss.
+                self._check_schema()
+            if not readonly:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            if not exists:
+                self._conn.executescript(_SCHEMA + _FILES_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            if _is_busy(err):
+                raise
+            raise RegistryIndexError(self.index, str(err)) from None
+        except BaseException:
+            self._conn.close()
+            raise
+        if not readonly:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+        if create and not readonly:
+            # Only the owner cleans up: a reader must never delete, and a writer that did not create
+            # the registry (a person's promote) has no business with the loop's unfinished files.
+            self._discard_orphans_unless_busy()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: the sqlite3 module never opens transactions behind our back.
+        if self.readonly:
+            conn = sqlite3.connect(
+                f"{self.index.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+        else:
+            conn = sqlite3.connect(self.index, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _check_schema(self) -> None:
+        tables = {
+            row["name"] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        missing = [t for t in _TABLES if t not in tables]
+        if missing:
+            if self.index.stat().st_size == 0:
+                raise RegistryIndexError(self.index, "it is an empty (0-byte) file, not a registry index")
+            raise RegistryIndexError(self.index, f"it has no {', '.join(missing)} table(s)")
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(versions)")}
+        lacking = [c for c in _COLUMNS if c not in columns]
+        if lacking:
+            raise RegistryIndexError(self.index, f"its versions table has no {', '.join(lacking)} column(s)")
+
+    def check(self) -> None:
+        """Read every page of the index (SQLite's quick_check); a damaged one raises RegistryIndexError."""
+        try:
+            rows = [row[0] for row in self._conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as err:
+            if _is_busy(err):
+                raise
+            raise RegistryIndexError(self.index, str(err)) from None
+        if rows != ["ok"]:
+            raise RegistryIndexError(self.index, "; ".join(rows[:3]))
 
     def close(self) -> None:
         self._conn.close()
@@ -242,18 +357,31 @@ class Registry:
                 raise ValueError(f"version {record.id} already exists; ids are never reused (see next_id)")
             if record.parent is not None and self._row(record.parent) is None:
                 raise UnknownVersion(record.parent, self.ids())
-            self._write_files(record.id, weights, extras)
+            checksums = self._write_files(record.id, weights, extras)
             self._insert_row(record)
+            if not self._has_files_table():  # a registry from before checksums: gains the table now
+                # execute, not executescript, which would commit the open transaction first.
+                self._conn.execute(_FILES_SCHEMA)
+            self._conn.executemany(
+                "INSERT INTO files (version, name, sha256, bytes) VALUES (?, ?, ?, ?)",
+                [(record.id, name, digest, size) for name, (digest, size) in checksums.items()],
+            )
             return self.get(record.id)
 
     def _write_files(
         self, version: str, weights: Mapping[str, torch.Tensor], extras: Mapping[str, Mapping]
-    ) -> None:
+    ) -> dict[str, tuple[str, int]]:
+        """Write the files, rename them into place, and return each file's (sha256, size)."""
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=self.versions_dir))
         try:
             save_tensors(tmp / WEIGHTS_FILE, weights)
             for name, tree in extras.items():
                 save_tree(tmp / f"{name}.safetensors", tree)
+            # Hashed from disk, after writing: the checksum is of the bytes a later load will read.
+            checksums = {}
+            for path in sorted(tmp.iterdir()):
+                data = path.read_bytes()
+                checksums[path.name] = (hashlib.sha256(data).hexdigest(), len(data))
             fsync_dir(tmp)
             target = self.versions_dir / version
             if target.exists():
@@ -264,6 +392,11 @@ class Registry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        return checksums
+
+    def _has_files_table(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'"
+        return self._conn.execute(query).fetchone() is not None
 
     def _insert_row(self, record: VersionRecord) -> None:
         values = asdict(record)
@@ -302,17 +435,71 @@ class Registry:
         records = [self._record(row) for row in self._conn.execute("SELECT * FROM versions")]
         return sorted(records, key=lambda r: version_key(r.id))
 
+    def checksums(self, version: str) -> dict[str, str]:
+        """The sha256 of each of ``version``'s files, by file name; empty for a version stored before
+        the registry kept checksums."""
+        if not self._has_files_table():
+            return {}
+        rows = self._conn.execute("SELECT name, sha256 FROM files WHERE version = ?", (version,))
+        return {row["name"]: row["sha256"] for row in rows}
+
+    def _read(self, version: str, name: str, required: bool) -> bytes | None:
+        """A file's bytes, checked against its recorded sha256; CorruptVersion if missing or changed."""
+        path = self.versions_dir / version / name
+        expected = self.checksums(version).get(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            if required or expected is not None:
+                raise CorruptVersion(version, f"{name} is missing from {path.parent}") from None
+            return None
+        if expected is not None:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expected:
+                raise CorruptVersion(
+                    version,
+                    f"{name} fails its checksum (sha256 {actual[:16]}... on disk, {expected[:16]}... "
+                    f"recorded; {len(data)} bytes): the file was damaged or changed after it was stored",
+                )
+        return data
+
     def load_weights(self, version: str) -> dict[str, torch.Tensor]:
-        """The model ``state_dict`` stored with ``version``, on CPU."""
+        """The model ``state_dict`` stored with ``version``, on CPU, checked against its sha256.
+
+        Raises :class:`CorruptVersion` for a missing, changed or unreadable file (never unpickles).
+        """
         self.get(version)
-        return load_file(str(self.versions_dir / version / WEIGHTS_FILE))
+        data = self._read(version, WEIGHTS_FILE, required=True)
+        try:
+            return load(data)
+        except Exception as err:  # safetensors' own error type; a truncated file, a foreign one
+            problem = f"{WEIGHTS_FILE} is not a readable safetensors file: {err}"
+            raise CorruptVersion(version, problem) from None
 
     def load_extra(self, version: str, name: str) -> dict[str, Any] | None:
         """The extra tree ``name`` (e.g. "optimizer") stored with ``version``, or None if it has none."""
         self._check_extra_name(name)
         self.get(version)
-        path = self.versions_dir / version / f"{name}.safetensors"
-        return load_tree(path) if path.is_file() else None
+        file = f"{name}.safetensors"
+        data = self._read(version, file, required=False)
+        if data is None:
+            return None
+        try:
+            return tree_from_bytes(data, file)
+        except Exception as err:
+            raise CorruptVersion(version, f"{file} is not a readable perennial tree: {err}") from None
+
+    def verify(self, version: str) -> None:
+        """Check everything stored with ``version`` before it serves: every file present, matching its
+        checksum and readable, and the weights finite. Raises :class:`CorruptVersion` naming the problem."""
+        problem = non_finite(self.load_weights(version))
+        if problem is not None:
+            raise CorruptVersion(version, f"its weights are not finite: {problem}")
+        names = set(self.checksums(version)) | {
+            p.name for p in (self.versions_dir / version).glob("*.safetensors")
+        }
+        for name in sorted(names - {WEIGHTS_FILE}):
+            self.load_extra(version, name.removesuffix(".safetensors"))
 
     @staticmethod
     def _check_extra_name(name: str) -> None:
@@ -339,8 +526,8 @@ class Registry:
             return removed
 
     def _discard_orphans_unless_busy(self) -> None:
-        # A reader (the CLI) opening while the loop writes must neither wait nor fail: skip the
-        # cleanup then; the debris stays invisible and the writer's next open removes it.
+        # Opening while another process writes (a promote by hand, a second loop) must neither wait
+        # nor fail: skip the cleanup then; the debris stays invisible and the next open removes it.
         self._conn.execute("PRAGMA busy_timeout = 0")
         try:
             self.discard_orphans()
@@ -386,23 +573,41 @@ class Registry:
                 raise ValueError(f"{version} is the champion; roll back or promote another version instead")
             self._set_status(version, "rejected", window)
 
-    def rollback(self, reason: str = "", window: int | None = None) -> str:
-        """Demote the champion to "rolled_back" and restore the champion it replaced; return the restored id.
+    def rollback_target(self) -> str:
+        """The version :meth:`rollback` would restore now (ValueError if none), so that a caller can
+        check and load it before the registry changes.
 
         Walks the champion history backwards past versions that were themselves rolled back or rejected.
         """
+        current = self.champion()
+        if current is None:
+            raise ValueError("cannot roll back: there is no champion")
+        statuses = {r.id: r.status for r in self.versions()}
+        past = [
+            row["version"]
+            for row in self._conn.execute("SELECT version FROM champion_history ORDER BY seq DESC")
+        ]
+        target = next((v for v in past if v != current and statuses.get(v) == "retired"), None)
+        if target is None:
+            raise ValueError(f"cannot roll back {current}: no earlier champion to return to")
+        return target
+
+    def rollback(
+        self, reason: str = "", window: int | None = None, *, expect: tuple[str, str] | None = None
+    ) -> str:
+        """Demote the champion to "rolled_back" and restore the champion it replaced; return the restored id.
+
+        ``expect=(champion, restored)``: the pair the caller checked (see :meth:`rollback_target`); if
+        another writer changed either meanwhile, nothing changes and ValueError says so.
+        """
         with self.transaction():
             current = self.champion()
-            if current is None:
-                raise ValueError("cannot roll back: there is no champion")
-            statuses = {r.id: r.status for r in self.versions()}
-            past = [
-                row["version"]
-                for row in self._conn.execute("SELECT version FROM champion_history ORDER BY seq DESC")
-            ]
-            target = next((v for v in past if v != current and statuses.get(v) == "retired"), None)
-            if target is None:
-                raise ValueError(f"cannot roll back {current}: no earlier champion to return to")
+            target = self.rollback_target()
+            if expect is not None and (current, target) != tuple(expect):
+                raise ValueError(
+                    f"cannot roll back {expect[0]} to {expect[1]}: the registry changed meanwhile "
+                    f"(champion {current}, which would roll back to {target}); look again and retry"
+                )
             self._set_status(current, "rolled_back", window)
             self._set_status(target, "champion", window)
             self._append_history(target, current, window, reason, "rollback")
@@ -531,6 +736,11 @@ def _window_ranges(windows: list[int]) -> str:
 
 def _window(window: int | None) -> int | None:
     return None if window is None else int(window)
+
+
+def _is_busy(err: sqlite3.DatabaseError) -> bool:
+    # Another process holds the lock: worth a retry, not a sign of a damaged file.
+    return isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err))
 
 
 def _is_version_id(name: str) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 # Header metadata key holding the JSON skeleton of the tree.
 TREE_KEY = "perennial.tree"
@@ -201,3 +201,24 @@ def load_tree(path: str | Path) -> dict[str, Any]:
     if TREE_KEY not in metadata:
         raise ValueError(f"{path} holds no perennial tree (was it written by save_tree?)")
     return _decode(json.loads(metadata[TREE_KEY]), load_file(str(path)))
+
+
+def tree_from_bytes(data: bytes, name: str = "the file") -> dict[str, Any]:
+    """:func:`load_tree` for a file's bytes already read (and checksummed): what is verified is what loads."""
+    metadata = _header(data).get("__metadata__") or {}
+    if TREE_KEY not in metadata:
+        raise ValueError(f"{name} holds no perennial tree (was it written by save_tree?)")
+    return _decode(json.loads(metadata[TREE_KEY]), load(data))
+
+
+def _header(data: bytes) -> dict[str, Any]:
+    # The safetensors layout: an 8-byte little-endian header length, then the JSON header.
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes is too short for a safetensors file")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError(f"header of {size} bytes runs past the end of the {len(data)}-byte file")
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    return header

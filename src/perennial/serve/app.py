@@ -4,17 +4,16 @@ feedback, runs shadow, A/B and canary rollouts, and swaps models under load with
 
 Endpoints: ``POST /predict``, ``POST /rank``, ``POST /feedback``, ``GET /status``, ``GET /metrics``
 and the admin ``POST /rollout``, ``POST /promote``, ``POST /rollback`` (bearer token). See docs/serve.md.
+The HTTP edge both modes share (body parsing, auth, error answers) is ``perennial.serve.edge``.
 """
 
-import hmac
-import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
 import uuid
-from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,20 @@ import numpy as np
 from perennial.registry.store import UnknownVersion
 from perennial.serve.batching import MicroBatcher
 from perennial.serve.log import RequestLog, Served
-from perennial.serve.models import Deployment, FallbackBuilder, LoadedModel, ModelStore, make_rollout
+from perennial.serve.metrics import Metrics
+from perennial.serve.models import (
+    Deployment,
+    FallbackBuilder,
+    LoadedModel,
+    ModelStore,
+    UnservableVersion,
+    make_rollout,
+)
 
 TOKEN_ENV = "PERENNIAL_SERVE_TOKEN"
 BATCHING = ("auto", "on", "off")
 MODES = ("classifier", "recommender")
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+log = logging.getLogger("perennial.serve")
 
 
 @dataclass
@@ -42,12 +49,18 @@ class ServeSettings:
     token: str | None = None  # admin token; default: $PERENNIAL_SERVE_TOKEN; none: admin refused
     max_body_bytes: int = 1 << 20
     max_rows: int = 1024
+    # Bytes a number may take in a body: each endpoint's body limit is what a valid request can hold
+    # at this many bytes a number (perennial.serve.edge.BodyLimits), at most max_body_bytes.
+    body_number_bytes: int = 48
     device: str = "cpu"  # where the models run: cpu, cuda, cuda:N, or auto (cuda when there is one)
     batching: str = "auto"  # on: concurrent requests share forward passes; off; auto: on for CUDA only
     max_batch_rows: int = 256
     log_queue: int = 10_000
     log_synchronous: str = "NORMAL"
     shadow_queue: int = 10_000
+    # Follow the registry: every poll_s seconds, serve its champion if another process changed it.
+    follow: bool = True
+    poll_s: float = 1.0
     fallback: FallbackBuilder | None = None  # builds versions stored without data/model configs
     # classifier: /predict and /rank of a classifier; recommender: sessions over a recommender version
     mode: str = "classifier"
@@ -59,7 +72,7 @@ class ServeSettings:
     feedback_rate: float = 5.0  # per second, per unit
     feedback_burst: float = 20.0
     click_rating: float = 4.0  # the rating a click stands for
-    max_k: int = 1000
+    max_k: int = 1000  # the longest ranking /rank gives (classes in classifier mode, items in recommender)
 
     def admin_token(self) -> str | None:
         return self.token or os.environ.get(TOKEN_ENV) or None
@@ -68,80 +81,9 @@ class ServeSettings:
 class ServeError(Exception):
     """A request the server refuses: an HTTP status and a message that names the problem."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
-
-
-class Metrics:
-    """Counters and a latency histogram, written out in Prometheus' text format."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: dict[str, int] = defaultdict(int)
-        self.rows: dict[str, int] = defaultdict(int)
-        self.labelled: dict[str, int] = defaultdict(int)
-        self.correct: dict[str, int] = defaultdict(int)
-        self.feedback = 0
-        self.errors: dict[int, int] = defaultdict(int)
-        self.shadow_dropped = 0
-        self.buckets = [0] * len(LATENCY_BUCKETS)
-        self.latency_count, self.latency_sum = 0, 0.0
-
-    def served(self, arm: str, rows: int, seconds: float) -> None:
-        with self.lock:
-            self.requests[arm] += 1
-            self.rows[arm] += rows
-            self.latency_count += 1
-            self.latency_sum += seconds
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    self.buckets[i] += 1
-
-    def labelled_feedback(self, arm: str, rows: int, correct: int) -> None:
-        with self.lock:
-            self.feedback += 1
-            self.labelled[arm] += rows
-            self.correct[arm] += correct
-
-    def error(self, status: int) -> None:
-        with self.lock:
-            self.errors[status] += 1
-
-    def text(self, extra: dict[str, float]) -> str:
-        p = "perennial_serve"
-        with self.lock:
-            lines = [f"# TYPE {p}_requests_total counter"]
-            lines += [f'{p}_requests_total{{arm="{a}"}} {n}' for a, n in sorted(self.requests.items())]
-            lines.append(f"# TYPE {p}_rows_total counter")
-            lines += [f'{p}_rows_total{{arm="{a}"}} {n}' for a, n in sorted(self.rows.items())]
-            lines += [f"# TYPE {p}_feedback_total counter", f"{p}_feedback_total {self.feedback}"]
-            lines.append(f"# TYPE {p}_feedback_rows_total counter")
-            lines += [f'{p}_feedback_rows_total{{arm="{a}"}} {n}' for a, n in sorted(self.labelled.items())]
-            lines.append(f"# TYPE {p}_accuracy gauge")
-            lines += [
-                f'{p}_accuracy{{arm="{a}"}} {self.correct[a] / n:.6g}'
-                for a, n in sorted(self.labelled.items())
-            ]
-            lines.append(f"# TYPE {p}_errors_total counter")
-            lines += [f'{p}_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())]
-            lines += [
-                f"# TYPE {p}_shadow_dropped_total counter",
-                f"{p}_shadow_dropped_total {self.shadow_dropped}",
-            ]
-            lines.append(f"# TYPE {p}_latency_seconds histogram")
-            lines += [
-                f'{p}_latency_seconds_bucket{{le="{b}"}} {n}'
-                for b, n in zip(LATENCY_BUCKETS, self.buckets, strict=True)
-            ]
-            lines += [
-                f'{p}_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}',
-                f"{p}_latency_seconds_sum {self.latency_sum:.6f}",
-                f"{p}_latency_seconds_count {self.latency_count}",
-            ]
-        for name, value in extra.items():
-            lines += [f"# TYPE {p}_{name} gauge", f"{p}_{name} {value}"]
-        return "\n".join(lines) + "\n"
+        self.status, self.message, self.headers = status, message, headers
 
 
 class ShadowWorker:
@@ -166,8 +108,7 @@ class ShadowWorker:
         except queue.Full:
             with self._done:
                 self._pending.discard(request_id)
-            with self.metrics.lock:
-                self.metrics.shadow_dropped += 1
+            self.metrics.shadow_dropped.inc()
 
     def wait(self, request_id: str, timeout: float = 10.0) -> None:
         """Until the shadow answers for ``request_id`` are logged (or were never asked for)."""
@@ -206,7 +147,11 @@ class ShadowWorker:
                 if rows:
                     self.log.write_shadows(rows)
             except Exception:  # a failed shadow must never take the server down; its pair is just missing
-                pass
+                self.metrics.shadow_errors.inc()
+                log.exception(
+                    "a shadow batch of %d request(s) failed; their shadow answers are missing",
+                    len(jobs),
+                )
             finally:
                 with self._done:
                     for job in jobs:
@@ -232,8 +177,10 @@ class ModelServer:
         if settings.batching not in BATCHING:
             raise ValueError(f"serve.batching must be one of {list(BATCHING)}, got {settings.batching!r}")
         self.batching = settings.batching == "on" or (settings.batching == "auto" and self.device != "cpu")
+        if settings.follow and not settings.poll_s > 0:
+            raise ValueError(f"serve.poll_s must be a number of seconds > 0, got {settings.poll_s!r}")
         self.store = ModelStore(settings.registry, settings.fallback, device=self.device)
-        with self.store.registry() as registry:
+        with self.store.reader() as registry:
             champion = registry.champion()
             if champion is not None and "recommender" in registry.get(champion).config:
                 raise ValueError(
@@ -255,8 +202,23 @@ class ModelServer:
         self._admin = threading.Lock()  # one change of what serves at a time
         self.deployment = Deployment(self.store.load(champion))
         self.swaps = 0
+        self._follow_note: str | None = None  # why the registry's champion is not served, if it is not
+        self._follow_refused: str | None = None  # a champion that failed to load: not retried every poll
+        self._stop_following = threading.Event()
+        self._follower: threading.Thread | None = None
+        if settings.follow:
+            self._follower = threading.Thread(target=self._follow_loop, name="follow-registry", daemon=True)
+            self._follower.start()
+        batcher, m = self.batcher, self.metrics
+        m.watch("swaps", "counter", "Changes of what serves (rollouts, promotions)", lambda: self.swaps)
+        m.watch("log_commits", "counter", "Group commits of the request log", lambda: self.log.groups)
+        m.watch("forward_passes", "counter", "Micro-batched forward passes", lambda: batcher.batches)
+        m.watch("batched_rows", "counter", "Rows through micro-batched forward passes", lambda: batcher.rows)
 
     def close(self) -> None:
+        self._stop_following.set()
+        if self._follower is not None:
+            self._follower.join()
         self.batcher.close()
         self.shadow.close()
         self.log.close()
@@ -286,7 +248,7 @@ class ModelServer:
             1e3 * (time.perf_counter() - start),
         )
         await self.log.log_request(served)  # answered only once its row is committed
-        self.metrics.served(arm, len(x), time.perf_counter() - start)
+        self.metrics.served(arm, len(x))
         return {
             "request_id": request_id,
             "arm": arm,
@@ -333,7 +295,7 @@ class ModelServer:
             teams=teams,
         )
         await self.log.log_request(served)
-        self.metrics.served(arm, 1, time.perf_counter() - start)
+        self.metrics.served(arm, 1)
         version = served.version
         return {"request_id": request_id, "arm": arm, "version": version, "ranking": ranking, "teams": teams}
 
@@ -383,6 +345,14 @@ class ModelServer:
             raise ServeError(
                 422, f"{len(labels)} label(s) for request_id {request_id!r}, which had {len(served)} row(s)"
             )
+        n_classes = self._n_classes(row["version"])
+        bad = [label for label in labels if n_classes is not None and label >= n_classes]
+        if bad:  # a label no class has would count as a wrong answer and skew every statistic
+            raise ServeError(
+                422,
+                f"label {bad[0]} for request_id {request_id!r}: version {row['version']} has "
+                f"{n_classes} classes, 0..{n_classes - 1}",
+            )
         self._write_feedback(request_id, labels)
         correct = int((np.asarray(served) == np.asarray(labels)).sum())
         self.metrics.labelled_feedback(row["arm"], len(labels), correct)
@@ -399,6 +369,16 @@ class ModelServer:
             if rollout.kind == "canary" and outcome != "continue":
                 self._finish_canary(deployment, outcome)
         return out
+
+    def _n_classes(self, version: str) -> int | None:
+        """The class count of the version that served a request; None when it cannot be told (a version
+        gone from the registry, a module without ``n_classes``), and the label bound is not checked."""
+        try:
+            module = self.store.load(version).module
+        except UnknownVersion:
+            return None
+        n = getattr(module, "n_classes", None)
+        return n if isinstance(n, int) else None
 
     def _finish_canary(self, deployment: Deployment, outcome: str) -> None:
         """A canary that completed is promoted; one that tripped its guard is rolled back."""
@@ -463,7 +443,9 @@ class ModelServer:
 
     def promote(self, version: str, reason: str = "", override: bool = False) -> dict[str, Any]:
         with self._admin:
-            loaded = self._load(version)  # fully loaded before anything changes
+            # Loaded and checked before the registry changes: a version that cannot serve leaves the
+            # registry and what serves as they were, so the index never names a champion nobody serves.
+            loaded = self._load(version)
             with self.store.registry() as registry:
                 try:
                     previous = registry.promote(
@@ -476,30 +458,105 @@ class ModelServer:
 
     def rollback(self, reason: str = "") -> dict[str, Any]:
         with self._admin:
-            with self.store.registry() as registry:
+            with self.store.reader() as registry:
                 demoted = registry.champion()
                 try:
-                    restored = registry.rollback(reason or "rolled back by hand")
+                    target = registry.rollback_target()
                 except ValueError as err:
                     raise ServeError(409, str(err)) from None
-            loaded = self._load(restored)
+            # As in promote: the restored version must load before the registry says it serves.
+            loaded = self._load(target)
+            with self.store.registry() as registry:
+                try:
+                    restored = registry.rollback(reason or "rolled back by hand", expect=(demoted, target))
+                except ValueError as err:  # another process changed the champion meanwhile
+                    raise ServeError(409, str(err)) from None
             self._swap(Deployment(loaded), "ended by rollback")
             return {"champion": restored, "rolled_back": demoted}
 
     def _load(self, version: str) -> LoadedModel:
+        """``version`` loaded and checked (``ModelStore.load``), or a ServeError that names the version
+        and the problem: 404 if the registry has no such version, 422 if it cannot serve."""
         try:
             return self.store.load(version)
         except UnknownVersion as err:
             raise ServeError(404, str(err)) from None
+        except UnservableVersion as err:
+            serving = self.deployment.champion.version
+            raise ServeError(422, f"{err}; {serving} goes on serving") from None
+
+    def follow_registry(self) -> None:
+        """Serve the registry's champion if another process changed it (``perennial-registry promote``
+        or rollback, the training loop's gate), through the same checked load as ``promote``.
+
+        Not while a rollout runs: this server started it and ends it, and swapping its champion
+        under it would mix two experiments; ``/status`` says what waits (``follow.note``)."""
+        with self._admin:
+            with self.store.reader() as registry:
+                wanted = registry.champion()
+            current = self.deployment
+            serving = current.champion.version
+            if self._follow_refused not in (None, wanted):
+                self._follow_refused = None  # the registry moved on: a later return is tried again
+            if wanted is None or wanted == serving:
+                self._follow_note = None
+                return
+            if current.rollout is not None:
+                self._follow_note = (
+                    f"the registry's champion is {wanted}; {serving} serves until the running "
+                    f"{current.rollout.kind} rollout of {current.rollout.candidate} ends"
+                )
+                return
+            if self._follow_refused == wanted:
+                return
+            try:
+                loaded = self._load(wanted)
+            except ServeError as err:
+                self._follow_refused = wanted
+                self._follow_note = f"the registry's champion is {wanted}, which is refused: {err.message}"
+                logging.getLogger(__name__).error("%s", self._follow_note)
+                return
+            self._swap(Deployment(loaded), "")
+            self._follow_note = None
+
+    def _follow_loop(self) -> None:
+        while not self._stop_following.wait(self.settings.poll_s):
+            try:
+                self.follow_registry()
+            except Exception as err:  # an unreadable registry must not stop serving what is loaded
+                self._follow_note = f"cannot read the registry: {type(err).__name__}: {err}"
+                logging.getLogger(__name__).error("%s", self._follow_note)
 
     # ---- reporting --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         deployment = self.deployment
-        with self.store.registry() as registry:
+        # Read-only: /status is unauthenticated, and reading must never change or clean the registry.
+        with self.store.reader() as registry:
             versions = [{"id": r.id, "status": r.status, "kind": r.kind} for r in registry.versions()]
+            registry_champion = registry.champion()
         rollout = deployment.rollout
+        serving = deployment.champion.version
+        note = self._follow_note  # set by the poll: a refused champion, an unreadable registry
+        if note is None and registry_champion not in (None, serving):
+            if not self.settings.follow:
+                note = f"serve.follow is off: {serving} serves until a promote or rollback here, or a restart"
+            elif rollout is not None:
+                note = (
+                    f"the registry's champion is {registry_champion}; {serving} serves until the running "
+                    f"{rollout.kind} rollout of {rollout.candidate} ends"
+                )
+            else:
+                note = f"{registry_champion} serves from the next poll (every {self.settings.poll_s} s)"
         out: dict[str, Any] = {
             "champion": deployment.champion.version,
+            # Differs from "champion" only for a moment (follow on), or while a rollout runs or the
+            # registry's champion is refused (follow.note says which), or with follow off.
+            "registry_champion": registry_champion,
+            "follow": {
+                "enabled": self.settings.follow,
+                "poll_s": self.settings.poll_s,
+                "note": note,
+            },
             "versions": versions,
             "arms": [deployment.champion.version] + ([rollout.candidate] if rollout else []),
             "shares": rollout.shares() if rollout else {deployment.champion.version: 1.0},
@@ -520,9 +577,7 @@ class ModelServer:
         return out
 
     def metrics_text(self) -> str:
-        batcher = self.batcher
-        extra = {"swaps": self.swaps, "log_commits": self.log.groups, "forward_passes": batcher.batches}
-        return self.metrics.text({**extra, "batched_rows": batcher.rows})
+        return self.metrics.text()
 
 
 def _device(name: str) -> str:
@@ -554,67 +609,6 @@ def _features(rows: list[list[float]], model: LoadedModel) -> np.ndarray:
 
 
 # ---- HTTP -----------------------------------------------------------------------------------------
-class _NonFinite(ValueError):
-    """A NaN or Infinity literal, which Python's json module accepts and JSON does not."""
-
-
-def _reject_constant(name: str) -> float:
-    raise _NonFinite(f"{name} is not allowed: every value must be a finite number")
-
-
-async def _json_body(request: Any, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ServeError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ServeError(413, f"request body is over the limit of {limit} bytes")
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except _NonFinite as err:
-        raise ServeError(422, str(err)) from None
-    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
-        raise ServeError(400, f"malformed JSON: {err}") from None
-
-
-async def parse_body(request: Any, model: Any, limit: int) -> Any:
-    """The request's JSON body (at most ``limit`` bytes) validated as the pydantic ``model``; a 422
-    naming what is wrong otherwise."""
-    from pydantic import ValidationError
-
-    body = await _json_body(request, limit)
-    if not isinstance(body, dict):
-        raise ServeError(422, f"the body must be a JSON object, got {type(body).__name__}")
-    try:
-        return model.model_validate(body)
-    except ValidationError as err:
-        raise ServeError(422, _validation_message(err)) from None
-
-
-def _validation_message(err: Any) -> str:
-    parts = []
-    for e in err.errors()[:3]:
-        where = ".".join(str(p) for p in e["loc"]) or "body"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
-
-
-def authorize(request: Any, settings: ServeSettings) -> None:
-    """Refuse an admin request without the right bearer token (or when no token is configured)."""
-    token = settings.admin_token()
-    if token is None:
-        raise ServeError(
-            403, f"admin endpoints are disabled: start the server with serve.token or ${TOKEN_ENV}"
-        )
-    header = request.headers.get("authorization", "")
-    if not header.startswith("Bearer "):
-        raise ServeError(401, "admin endpoints need the header 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()):
-        raise ServeError(403, "wrong admin token")
-
-
 def create_app(settings: Any):
     """The FastAPI app over a ``ModelServer`` (built from ``settings`` if given settings); with
     ``settings.mode == "recommender"`` (or a ``RecommenderServer``), the recommender's app instead."""
@@ -626,33 +620,64 @@ def create_app(settings: Any):
         from perennial.serve.recommend import create_recommender_app
 
         return create_recommender_app(settings)
-    from fastapi import FastAPI, Request
+    from functools import cache
+    from typing import Annotated
+
+    from fastapi import APIRouter, Depends, FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+    from pydantic import BaseModel, Field, StrictInt, StrictStr
     from starlette.concurrency import run_in_threadpool
 
+    from perennial.serve.edge import (
+        BodyLimit,
+        BodyLimits,
+        Strict,
+        Unit,
+        admin_guard,
+        install_handlers,
+        parse_body,
+        timed_routes,
+    )
+    from perennial.serve.metrics import CONTENT_TYPE
+
+    # Checked before a server starts its threads: a bad setting leaves nothing running.
+    body_limits = BodyLimits.of(settings.settings if isinstance(settings, ModelServer) else settings)
     server = settings if isinstance(settings, ModelServer) else ModelServer(settings)
     limit = server.settings.max_body_bytes
-    max_rows = server.settings.max_rows
+    max_rows, max_k = server.settings.max_rows, server.settings.max_k
+    feedback_limit = body_limits.feedback()
 
-    class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    @cache
+    def row_schemas(n_features: int) -> tuple[type[BaseModel], type[BaseModel]]:
+        """/predict and /rank bodies for a model of ``n_features``: a row longer than that is refused
+        while parsing, so a 500,000-number body costs one bounded parse, not a Python list of it."""
+        Row = Annotated[list[float], Field(max_length=n_features)]
 
-    class PredictRequest(Strict):
-        unit: StrictStr | StrictInt
-        features: list[float] | None = None
-        rows: list[list[float]] | None = Field(default=None, min_length=1, max_length=max_rows)
+        class PredictRequest(Strict):
+            unit: Unit
+            features: Row | None = None
+            rows: list[Row] | None = Field(default=None, min_length=1, max_length=max_rows)
 
-    class RankRequest(Strict):
-        unit: StrictStr | StrictInt
-        features: list[float]
-        k: StrictInt = Field(default=3, ge=1)
+        class RankRequest(Strict):
+            unit: Unit
+            features: Row
+            k: StrictInt = Field(default=3, ge=1, le=max_k)
+
+        return PredictRequest, RankRequest
+
+    @cache
+    def row_limits(n_features: int) -> tuple[BodyLimit, BodyLimit]:
+        """/predict and /rank body limits for a model of ``n_features``: a larger body is refused (413)
+        on its declared length before it is read, never parsed."""
+        return body_limits.predict(n_features), body_limits.rank(n_features)
 
     class FeedbackRequest(Strict):
-        request_id: StrictStr
+        request_id: StrictStr = Field(max_length=64)
         label: StrictInt | None = Field(default=None, ge=0)
-        labels: list[StrictInt] | None = Field(default=None, min_length=1)
-        clicks: list[StrictInt] | None = None
+        labels: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(
+            default=None, min_length=1, max_length=max_rows
+        )
+        clicks: list[StrictInt] | None = Field(default=None, max_length=max_k)
 
     class RolloutRequest(Strict):
         kind: StrictStr
@@ -667,8 +692,10 @@ def create_app(settings: Any):
     class RollbackRequest(Strict):
         reason: StrictStr = ""
 
-    async def parse(request: Request, model: type[BaseModel]) -> BaseModel:
-        return await parse_body(request, model, limit)
+    def schemas() -> tuple[type[BaseModel], type[BaseModel], BodyLimit, BodyLimit]:
+        # Sized from what serves now: a promotion may change the feature count.
+        n_features = server.deployment.champion.n_features
+        return (*row_schemas(n_features), *row_limits(n_features))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -677,15 +704,18 @@ def create_app(settings: Any):
 
     app = FastAPI(title="perennial-serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = server
+    app.router.route_class = timed_routes(server.metrics)
+    install_handlers(app, server.metrics)
 
-    @app.exception_handler(ServeError)
-    async def refuse(request: Request, err: ServeError) -> JSONResponse:
-        server.metrics.error(err.status)
-        return JSONResponse({"error": err.message}, status_code=err.status)
+    @app.exception_handler(UnknownVersion)
+    async def unknown_version(request: Request, err: UnknownVersion) -> JSONResponse:
+        server.metrics.error(404)
+        return JSONResponse({"error": str(err)}, status_code=404)
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
-        body = await parse(request, PredictRequest)
+        schema, _, predict_limit, _ = schemas()
+        body = await parse_body(request, schema, predict_limit)
         if (body.features is None) == (body.rows is None):
             raise ServeError(422, "give exactly one of 'features' (one row) or 'rows' (a batch)")
         rows = [body.features] if body.features is not None else body.rows
@@ -693,12 +723,13 @@ def create_app(settings: Any):
 
     @app.post("/rank")
     async def rank(request: Request) -> dict:
-        body = await parse(request, RankRequest)
+        _, schema, _, rank_limit = schemas()
+        body = await parse_body(request, schema, rank_limit)
         return await server.rank(str(body.unit), body.features, body.k)
 
     @app.post("/feedback")
     async def feedback(request: Request) -> dict:
-        body = await parse(request, FeedbackRequest)
+        body = await parse_body(request, FeedbackRequest, feedback_limit)
         given = [name for name in ("label", "labels", "clicks") if getattr(body, name) is not None]
         if len(given) != 1:
             raise ServeError(
@@ -707,8 +738,6 @@ def create_app(settings: Any):
         if body.clicks is not None:
             return await run_in_threadpool(server.clicks, body.request_id, body.clicks)
         labels = [body.label] if body.label is not None else body.labels
-        if any(label < 0 for label in labels):
-            raise ServeError(422, f"labels are class ids >= 0, got {labels}")
         return await run_in_threadpool(server.feedback, body.request_id, labels)
 
     @app.get("/status")
@@ -717,28 +746,26 @@ def create_app(settings: Any):
 
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(server.metrics_text(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(server.metrics_text(), media_type=CONTENT_TYPE)
 
-    @app.post("/rollout")
+    # One dependency guards every admin route; it runs before the body is read.
+    guard = Depends(admin_guard(server.settings))
+    admin = APIRouter(dependencies=[guard], route_class=app.router.route_class)
+
+    @admin.post("/rollout")
     async def rollout(request: Request) -> dict:
-        authorize(request, server.settings)
-        body = await parse(request, RolloutRequest)
+        body = await parse_body(request, RolloutRequest, limit)
         return await run_in_threadpool(server.start_rollout, body.kind, body.candidate, body.settings)
 
-    @app.post("/promote")
+    @admin.post("/promote")
     async def promote(request: Request) -> dict:
-        authorize(request, server.settings)
-        body = await parse(request, PromoteRequest)
+        body = await parse_body(request, PromoteRequest, limit)
         return await run_in_threadpool(server.promote, body.version, body.reason, body.override)
 
-    @app.post("/rollback")
+    @admin.post("/rollback")
     async def rollback(request: Request) -> dict:
-        authorize(request, server.settings)
-        body = await parse(request, RollbackRequest)
+        body = await parse_body(request, RollbackRequest, limit)
         return await run_in_threadpool(server.rollback, body.reason)
 
-    @app.exception_handler(UnknownVersion)
-    async def unknown_version(request: Request, err: UnknownVersion) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=404)
-
+    app.include_router(admin)
     return app

@@ -186,7 +186,9 @@ class RequestLog:
         try:
             conn.execute("BEGIN")
             for item in group:
-                # One bad row (a duplicate id) fails only its own submitter, not the group.
+                # One bad row fails only its own submitter, not the group: a duplicate id
+                # (sqlite3.Error), but also a value the driver cannot bind (a string with a lone
+                # surrogate raises UnicodeEncodeError), so any Exception, not just sqlite3.Error.
                 conn.execute("SAVEPOINT row")
                 try:
                     if item.many:
@@ -195,7 +197,7 @@ class RequestLog:
                         conn.execute(item.sql, item.params)
                     conn.execute("RELEASE row")
                     errors.append(None)
-                except sqlite3.Error as err:
+                except Exception as err:
                     conn.execute("ROLLBACK TO row")
                     conn.execute("RELEASE row")
                     errors.append(err)

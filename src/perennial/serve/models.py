@@ -1,8 +1,10 @@
 """What the server serves: versions loaded from a registry, the live rollout that routes between them,
 and the immutable ``Deployment`` snapshot that a hot swap replaces in one assignment.
 
-A version's module is rebuilt from the run config stored with it (its ``data`` and ``model`` groups),
-or, for versions stored without one, from the builder the server was started with.
+A version's module is rebuilt from the run config stored with it (its ``data`` and ``model`` groups,
+which may name only perennial's own classes, see ``ALLOWED_TARGETS``), or, for versions stored
+without one, from the builder the server was started with. Nothing serves before its files pass
+their checksums, its weights are finite and a forward pass answers (``ModelStore.load``).
 
 >>> rollout = make_rollout("ab", "v1", "v2", {"share": 0.5, "salt": "doc"})
 >>> sorted(rollout.shares().items())
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import threading
 import zlib
 from abc import ABC, abstractmethod
@@ -27,13 +30,69 @@ import numpy as np
 import torch
 
 from perennial.learn.module import ClassifierModule
-from perennial.registry import Registry
+from perennial.registry import CorruptVersion, Registry, RegistryIndexError, UnknownVersion
 from perennial.rollout import ABTest, CanaryRollout, MixtureSPRT, ShadowDeployment
 from perennial.rollout.interleaving import Interleaving, credit, team_draft
 
 Builder = Callable[[], ClassifierModule]
 # A fallback that gives a module builder and the feature shape, for versions stored without a config.
 FallbackBuilder = Callable[[], tuple[Builder, tuple[int, ...]]]
+
+# The classes a config stored in the registry may name, by their public path or their module's:
+# whoever can write index.sqlite chooses the config, and Hydra would call any importable callable.
+_MODELS = {"MLP": "backbones", "SmallCNN": "backbones"}
+_STREAMS = {
+    "DigitsStream": "images",
+    "FashionMNISTStream": "images",
+    "NewColumnsStream": "schema",
+    "RareClassStream": "rare",
+    "SyntheticStream": "synthetic",
+    "TableStream": "table",
+    "WeatherStream": "weather",
+}
+ALLOWED_TARGETS = frozenset(
+    [f"perennial.learn.{name}" for name in _MODELS]
+    + [f"perennial.learn.{module}.{name}" for name, module in _MODELS.items()]
+    + [f"perennial.data.{name}" for name in _STREAMS]
+    + [f"perennial.data.{module}.{name}" for name, module in _STREAMS.items()]
+    + ["perennial.data.avalanche.AvalancheStream"]
+)
+
+
+class UnservableVersion(ValueError):
+    """A version the server will not serve: damaged files, non-finite weights, a config naming a
+    class outside ``ALLOWED_TARGETS``, or a module that fails to build or to answer."""
+
+    def __init__(self, version: str, problem: str) -> None:
+        super().__init__(f"version {version} cannot serve: {problem}")
+        self.version, self.problem = version, problem
+
+
+def check_targets(tree: Any, where: str) -> None:
+    """Refuse a stored config that would make Hydra build anything but ``ALLOWED_TARGETS``.
+
+    Only strings are compared, so a refused target is never imported. Interpolations are refused
+    too: a stored config is resolved when written, and a resolver could read the server's environment.
+
+    >>> check_targets({"_target_": "os.system", "_args_": ["true"]}, "model")
+    Traceback (most recent call last):
+    ...
+    ValueError: model._target_ is 'os.system', which the server does not build: a stored config may name only perennial's own models and data streams (e.g. perennial.learn.MLP, perennial.data.WeatherStream)
+    """  # noqa: E501
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            if key == "_target_" and (not isinstance(value, str) or value not in ALLOWED_TARGETS):
+                raise ValueError(
+                    f"{where}._target_ is {value!r}, which the server does not build: a stored config "
+                    "may name only perennial's own models and data streams "
+                    "(e.g. perennial.learn.MLP, perennial.data.WeatherStream)"
+                )
+            check_targets(value, f"{where}.{key}")
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            check_targets(value, f"{where}[{i}]")
+    elif isinstance(tree, str) and "${" in tree:
+        raise ValueError(f"{where} is {tree!r}: a stored config may not hold interpolations")
 
 
 @dataclass(frozen=True)
@@ -58,7 +117,11 @@ class LoadedModel:
 
 
 class ModelStore:
-    """Loads versions from the registry at ``root``; loaded versions are kept (weights never change)."""
+    """Loads versions from the registry at ``root``; loaded versions are kept (weights never change).
+
+    The registry is checked page by page when the store opens it, so a damaged index stops the
+    server at start-up with :class:`~perennial.registry.RegistryIndexError` naming the file.
+    """
 
     def __init__(
         self, root: str | Path, fallback: FallbackBuilder | None = None, device: str = "cpu"
@@ -66,21 +129,54 @@ class ModelStore:
         self.root = Path(root)
         self.fallback = fallback
         self.device = device  # champion, candidates and shadows all share it
-        self.registry().close()  # fail now, with the path, if there is no registry
+        with self.reader() as registry:  # fail now, with the path, if there is no usable registry
+            registry.check()
         self._loaded: dict[str, LoadedModel] = {}
         self._builders: dict[str, tuple[Builder, tuple[int, ...]]] = {}
         self._lock = threading.Lock()
 
     def registry(self) -> Registry:
-        """A fresh connection to the registry; SQLite connections stay in the thread that made them."""
+        """A fresh connection to write the registry (promote, reject); SQLite connections stay in the
+        thread that made them. It never creates a registry nor removes anything."""
         return Registry(self.root, create=False)
 
+    def reader(self) -> Registry:
+        """A fresh read-only connection, for loading and ``/status``: these cannot change the registry."""
+        return Registry(self.root, create=False, readonly=True)
+
     def load(self, version: str) -> LoadedModel:
+        """``version`` ready to serve, or :class:`UnservableVersion` saying why not (UnknownVersion if
+        the registry has no such version).
+
+        Checked before it can serve: its files against their sha256 (versions stored before the
+        registry kept checksums skip only this), finite weights, a config naming only
+        ``ALLOWED_TARGETS``, and one forward pass on zeros that gives finite probabilities.
+        """
         with self._lock:
-            if version in self._loaded:
-                return self._loaded[version]
-        with self.registry() as registry:
+            cached = self._loaded.get(version)
+        try:
+            if cached is not None:
+                # The module in memory is fine, but the files must be too before the registry names
+                # the version again (a rollback): a restart loads them, not this module.
+                with self.reader() as registry:
+                    registry.verify(version)
+                return cached
+            loaded = self._load(version)
+        except (UnknownVersion, UnservableVersion, RegistryIndexError, sqlite3.Error):
+            raise  # not this version's files or config: the caller reports these as they are
+        except CorruptVersion as err:
+            raise UnservableVersion(version, err.problem) from None
+        except Exception as err:  # whatever building or running it raised: it must not serve
+            problem = f"it fails to build or run: {type(err).__name__}: {err}"
+            raise UnservableVersion(version, problem) from err
+        with self._lock:
+            return self._loaded.setdefault(version, loaded)
+
+    def _load(self, version: str) -> LoadedModel:
+        with self.reader() as registry:
             record = registry.get(version)
+            # Every file, the optimizer's too: the loop resumes from the champion the server names.
+            registry.verify(version)
             weights = registry.load_weights(version)
             # A version narrower than the stream (classes or columns it has not met), or of a
             # challenger line's architecture, says so in its schema extra.
@@ -94,12 +190,17 @@ class ModelStore:
         module.load_state_dict(weights)
         module.to(self.device).eval()
         loaded = LoadedModel(version, module, tuple(int(s) for s in shape), self.device)
-        with self._lock:
-            return self._loaded.setdefault(version, loaded)
+        _smoke_test(loaded)
+        return loaded
 
     def _builder(self, version: str, config: Mapping[str, Any]) -> tuple[Builder, tuple[int, ...]]:
         groups = {k: config.get(k) for k in ("data", "model")}
         if all(isinstance(g, Mapping) and "_target_" in g for g in groups.values()):
+            try:
+                for name, group in groups.items():
+                    check_targets(group, name)
+            except ValueError as err:
+                raise UnservableVersion(version, str(err)) from None
             key = json.dumps(groups, sort_keys=True)
             if key not in self._builders:
                 from omegaconf import OmegaConf
@@ -117,6 +218,17 @@ class ModelStore:
         if "" not in self._builders:
             self._builders[""] = self.fallback()
         return self._builders[""]
+
+
+def _smoke_test(loaded: LoadedModel) -> None:
+    """One forward pass on two rows of zeros: a module that cannot answer, or answers NaN, never serves."""
+    _, probabilities = loaded.predict(np.zeros((2, *loaded.feature_shape), dtype=np.float32))
+    if probabilities.ndim != 2 or probabilities.shape[0] != 2 or probabilities.shape[1] < 1:
+        raise UnservableVersion(
+            loaded.version, f"a forward pass on 2 rows gave probabilities of shape {probabilities.shape}"
+        )
+    if not np.isfinite(probabilities).all():
+        raise UnservableVersion(loaded.version, "a forward pass on zeros gives NaN or infinite probabilities")
 
 
 # ---- rollouts ---------------------------------------------------------------------------------------
@@ -269,15 +381,22 @@ class LiveCanary(LiveRollout):
         alpha: float = 0.05,
         salt: str | None = None,
         feedback_batch: int = 50,
+        holdout: float = 0.05,
     ) -> None:
         if feedback_batch < 1:
             raise ValueError(f"canary feedback_batch must be >= 1, got {feedback_batch}")
         salt = salt or f"serve:{self.candidate}"
         self.live = CanaryRollout(
-            self.champion, self.candidate, steps=steps, min_samples=min_samples, alpha=alpha, salt=salt
+            self.champion,
+            self.candidate,
+            steps=steps,
+            min_samples=min_samples,
+            alpha=alpha,
+            salt=salt,
+            holdout=holdout,
         )
-        # CanaryRollout pairs canary and control outcomes within one record() call, so labelled rows
-        # are recorded in batches that hold both arms, not one request at a time.
+        # Labelled rows are recorded in batches: one record() per request would re-check the step
+        # and the guards' timeline once per request.
         self.feedback_batch = feedback_batch
         self._arms: list[str] = []
         self._correct: list[float] = []
@@ -323,7 +442,7 @@ class LiveInterleave(LiveRollout):
     kind = "interleave"
 
     def _start(self, alpha: float = 0.05, min_impressions: int = 100, salt: str | None = None) -> None:
-        self.test = MixtureSPRT(alpha=alpha, min_pairs=min_impressions)
+        self.test = MixtureSPRT(alpha=alpha, min_per_arm=min_impressions)
         self.salt = salt or f"serve:{self.candidate}"
         self.wins = {"champion": 0, "candidate": 0, "tie": 0}
 

@@ -8,7 +8,6 @@ See docs/serve.md.
 """
 
 import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,17 @@ from perennial.recommend import (
     UnknownSession,
 )
 from perennial.registry import Registry
-from perennial.serve.app import (
-    Metrics,
-    ServeError,
-    ServeSettings,
-    authorize,
-    parse_body,
-)
+from perennial.serve.app import ServeError, ServeSettings
+from perennial.serve.metrics import Metrics
 
 # Paths of the classifier mode, answered with a pointer to this mode's endpoints instead of a bare 404.
 CLASSIFIER_PATHS = ("/predict", "/rollout", "/promote", "/rollback")
+SESSION_COUNTS = {
+    "started": "Sessions started",
+    "evicted": "Sessions evicted to stay within serve.max_sessions",
+    "expired": "Sessions expired after serve.session_ttl_s idle",
+    "rate_limited": "Feedback refused over a unit's rate",
+}
 
 
 class RecommenderServer:
@@ -57,7 +57,13 @@ class RecommenderServer:
         self.metrics = Metrics()
         self.feedback_total = 0
         self.reloads = 0
+        m = self.metrics
+        m.watch("session_feedback", "counter", "Feedback recorded into sessions", lambda: self.feedback_total)
+        m.watch("sessions_live", "gauge", "Live sessions", lambda: store.stats()["live"])
+        for name, help_text in SESSION_COUNTS.items():
+            m.watch(f"sessions_{name}", "counter", help_text, lambda name=name: store.stats()[name])
         self._admin = threading.Lock()
+        self._count = threading.Lock()
 
     def _champion(self) -> Recommender:
         with Registry(self.registry_path, create=False) as registry:
@@ -77,12 +83,11 @@ class RecommenderServer:
 
     # ---- requests ---------------------------------------------------------------------------------
     def rank(self, unit: str, k: int) -> dict[str, Any]:
-        start = time.perf_counter()
         try:
             answer = self.live.rank(unit, k)
         except BadFeedback as err:
             raise ServeError(422, str(err)) from None
-        self.metrics.served(answer["version"], 1, time.perf_counter() - start)
+        self.metrics.served(answer["version"], 1)
         return answer
 
     def feedback(self, unit: str, item: int, rating: float | None, click: bool | None) -> dict[str, Any]:
@@ -94,7 +99,7 @@ class RecommenderServer:
             raise ServeError(404, str(err)) from None
         except SessionExpired as err:
             raise ServeError(410, str(err)) from None
-        with self.metrics.lock:
+        with self._count:
             self.feedback_total += 1
         return answer
 
@@ -130,39 +135,48 @@ class RecommenderServer:
                 "feedback_rate": s.feedback_rate,
                 "feedback_burst": s.feedback_burst,
                 "click_rating": s.click_rating,
+                "max_k": s.max_k,
             },
             "reloads": self.reloads,
         }
 
     def metrics_text(self) -> str:
-        stats = {f"sessions_{name}": value for name, value in self.store.stats().items()}
-        return self.metrics.text({"session_feedback_total": self.feedback_total, **stats})
+        return self.metrics.text()
 
 
 def create_recommender_app(settings: ServeSettings | RecommenderServer):
     """The FastAPI app of the recommender mode over a ``RecommenderServer``."""
-    from fastapi import FastAPI, Request
+    from typing import Annotated
+
+    from fastapi import Depends, FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+    from pydantic import Field, StrictInt
+    from starlette.concurrency import run_in_threadpool
+
+    from perennial.serve.edge import (
+        INT64,
+        Strict,
+        Unit,
+        admin_guard,
+        install_handlers,
+        parse_body,
+        timed_routes,
+    )
+    from perennial.serve.metrics import CONTENT_TYPE
 
     server = settings if isinstance(settings, RecommenderServer) else RecommenderServer(settings)
     limit = server.settings.max_body_bytes
 
-    class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-
     class RankRequest(Strict):
-        unit: StrictStr | StrictInt
+        unit: Unit
         k: StrictInt = Field(default=10, ge=1)
 
     class FeedbackRequest(Strict):
-        unit: StrictStr | StrictInt
-        item: StrictInt
+        unit: Unit
+        # Item ids are int64 in the catalogue: a larger one is refused here, not overflowed there.
+        item: Annotated[StrictInt, Field(ge=INT64[0], le=INT64[1])]
         rating: float | None = None
         click: bool | None = None
-
-    async def parse(request: Request, model: type[BaseModel]) -> BaseModel:
-        return await parse_body(request, model, limit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -177,11 +191,8 @@ def create_recommender_app(settings: ServeSettings | RecommenderServer):
         lifespan=lifespan,
     )
     app.state.server = server
-
-    @app.exception_handler(ServeError)
-    async def refuse(request: Request, err: ServeError) -> JSONResponse:
-        server.metrics.error(err.status)
-        return JSONResponse({"error": err.message}, status_code=err.status)
+    app.router.route_class = timed_routes(server.metrics)
+    install_handlers(app, server.metrics)
 
     @app.exception_handler(RateLimited)
     async def limited(request: Request, err: RateLimited) -> JSONResponse:
@@ -189,17 +200,19 @@ def create_recommender_app(settings: ServeSettings | RecommenderServer):
         retry = max(1, round(err.retry_after_s + 0.5))  # Retry-After takes whole seconds
         return JSONResponse({"error": str(err)}, status_code=429, headers={"Retry-After": str(retry)})
 
+    # Ranking a catalogue and refitting a session are numeric work, and a reload reads weights from
+    # disk: all run in worker threads (the session store locks what they share), never on the loop.
     @app.post("/rank")
     async def rank(request: Request) -> dict:
-        body = await parse(request, RankRequest)
-        return server.rank(str(body.unit), body.k)
+        body = await parse_body(request, RankRequest, limit)
+        return await run_in_threadpool(server.rank, str(body.unit), body.k)
 
     @app.post("/feedback")
     async def feedback(request: Request) -> dict:
-        body = await parse(request, FeedbackRequest)
+        body = await parse_body(request, FeedbackRequest, limit)
         if (body.rating is None) == (body.click is None):
             raise ServeError(422, "give exactly one of 'rating' (a number) or 'click' (true or false)")
-        return server.feedback(str(body.unit), body.item, body.rating, body.click)
+        return await run_in_threadpool(server.feedback, str(body.unit), body.item, body.rating, body.click)
 
     @app.get("/status")
     def status() -> dict:
@@ -207,12 +220,11 @@ def create_recommender_app(settings: ServeSettings | RecommenderServer):
 
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(server.metrics_text(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(server.metrics_text(), media_type=CONTENT_TYPE)
 
-    @app.post("/reload")
-    async def reload(request: Request) -> dict:
-        authorize(request, server.settings)
-        return server.reload()
+    @app.post("/reload", dependencies=[Depends(admin_guard(server.settings))])
+    async def reload() -> dict:
+        return await run_in_threadpool(server.reload)
 
     async def classifier_only(request: Request) -> None:
         raise ServeError(
