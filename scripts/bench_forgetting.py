@@ -65,7 +65,7 @@ from perennial.learn import (
 from perennial.learn.fit import fit
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
-from perennial.report import summarize
+from perennial.report.run import summarize
 from perennial.triggers import EveryWindow
 
 with warnings.catch_warnings():  # avalanche warns at import about optional solvers it does not need here

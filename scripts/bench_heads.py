@@ -25,7 +25,7 @@ from perennial.evaluate import PromotionGate
 from perennial.learn import DER, EWC, MLP, LwF, ReservoirBuffer, StatefulUpdate
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
-from perennial.report import summarize
+from perennial.report.run import summarize
 from perennial.triggers import EveryWindow
 
 STRATEGIES = {  # name: (replay buffer rows, regularisers)

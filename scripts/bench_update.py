@@ -45,7 +45,7 @@ from perennial.learn import (
 )
 from perennial.loop import ContinuousDeployment, LoopSettings
 from perennial.registry import Registry, atomic_write_text
-from perennial.report import summarize
+from perennial.report.run import summarize
 from perennial.triggers import EveryWindow, Trigger
 
 SECTION = "bench_update"
@@ -355,7 +355,7 @@ stateless all-history is StatelessUpdate(history="all").
 
 Served accuracy is each window's accuracy for the champion of the moment, before its labels are used,
 averaged over the evaluated windows (those after the warm-up); static is v1, never updated. Forgetting
-and BWT come from `perennial.report.summarize` over the accuracy matrix. Final avg acc is the final
+and BWT come from `perennial.report.run.summarize` over the accuracy matrix. Final avg acc is the final
 champion's mean accuracy over every window's held-out rows. Train seconds and samples processed
 (examples x epochs) include v1's training, which every mode shares; wall s is the whole `loop.run()`
 (training, gate, registry, checkpoints), not counting the accuracy matrix. A rejected candidate never

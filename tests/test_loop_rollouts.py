@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from perennial.evaluate import PromotionGate
 from perennial.learn import StatefulUpdate
-from perennial.report import summarize
+from perennial.report.run import summarize
 from perennial.rollout.live import AB, Canary, Interleave, Shadow
 from perennial.triggers import TimeTrigger
 from tests.conftest import kill_mid_window, make_loop, small_stream

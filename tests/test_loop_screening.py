@@ -12,7 +12,7 @@ import pytest
 from perennial.data.window import DataError
 from perennial.evaluate import PromotionGate, WindowScreen
 from perennial.learn import StatefulUpdate
-from perennial.report import summarize
+from perennial.report.run import summarize
 from tests.conftest import kill_mid_window, make_loop, small_stream
 
 

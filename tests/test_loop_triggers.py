@@ -7,7 +7,7 @@ import math
 
 from perennial.drift import ADWIN, UnivariateDrift
 from perennial.evaluate import PromotionGate
-from perennial.report import summarize, write_outputs
+from perennial.report.run import summarize, write_outputs
 from perennial.triggers import AnyOf, DriftTrigger, PerformanceTrigger, TimeTrigger
 from tests.conftest import kill_mid_window, make_loop, small_stream
 

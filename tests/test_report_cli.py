@@ -19,7 +19,7 @@ REPORT_FILES = {"report.csv", "report.md", "report_accuracy_vs_compute.png", "re
 
 
 def summary(served: float, samples: int, promoted: int = 2, rejected: int = 1) -> dict:
-    """A summary.json shaped like perennial.report.summarize's."""
+    """A summary.json shaped like perennial.report.run.summarize's."""
     updates = promoted + rejected
     return {
         "stream": "synthetic-abrupt",

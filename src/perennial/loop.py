@@ -289,6 +289,8 @@ class ContinuousDeployment:
         extras = {"optimizer": cand.optimizer_state}
         if cand.module.schema:
             extras["schema"] = cand.module.schema
+        if (preprocessing := getattr(self.stream, "preprocessing", None)) is not None:
+            extras["preprocessing"] = preprocessing  # how raw rows become this version's inputs
         if cand.module.strategy_state:
             extras["strategy"] = cand.module.strategy_state
         if cand.kind == "stateful" and self.buffer is not None:
@@ -400,9 +402,9 @@ class ContinuousDeployment:
         row = self.window_row(t, state)
         # 2. Labels arrive; the triggers observe the windows they label, and may fire.
         observed = self.land_labels(t, row, state, champion, static)
-        rolling = bool(state.get("rollout")) and not row["screen"].startswith("quarantined")
+        rolling = bool(state.get("rollout"))
         # New columns or classes in the labelled data fire an update of their own (once a live
-        # rollout, which holds updates back, is decided).
+        # rollout, which holds updates back, is decided: a quarantined window does not decide it).
         schema = None if rolling else self.schema_change(state)
         firing = schema or (self.trigger.fires() if observed else None)
         test = firing.to_dict() if firing else (self.trigger.last_test() if observed else {})
@@ -415,8 +417,9 @@ class ContinuousDeployment:
         if rolling:
             # The candidate meets this window's traffic (labels at once: rollouts refuse a delay);
             # its outcome commits with the window, and updates wait until it is decided.
+            evidence = not row["screen"].startswith("quarantined")
             with self.registry.transaction():
-                champion = self.rollout_window(t, self.windows[t], state, champion, row)
+                champion = self.rollout_window(t, self.windows[t], state, champion, row, evidence)
                 state["rows"].append(row)
                 self.checkpoint(state, t)
             return champion
@@ -478,7 +481,9 @@ class ContinuousDeployment:
                 "candidate": record.id,
                 "decision": label,
                 "fresh_diff": decision.numbers.get("fresh_diff"),
+                "fresh_lower_bound": decision.numbers.get("fresh_lower_bound"),
                 "p_value": decision.numbers.get("p_value"),
+                "gate_min_detectable_drop": decision.numbers.get("min_detectable_drop"),
             }
             if label == "promoted":
                 state["champion"] = record.id
@@ -645,7 +650,9 @@ class ContinuousDeployment:
             "candidate": "",
             "decision": "",
             "fresh_diff": float("nan"),
+            "fresh_lower_bound": float("nan"),
             "p_value": float("nan"),
+            "gate_min_detectable_drop": float("nan"),
             "rollout": "",
             "rollout_candidate": "",
             "rollout_decision": "",
@@ -667,10 +674,18 @@ class ContinuousDeployment:
             )
 
     def rollout_window(
-        self, t: int, window: Window, state: dict, champion: ClassifierModule, row: dict
+        self,
+        t: int,
+        window: Window,
+        state: dict,
+        champion: ClassifierModule,
+        row: dict,
+        evidence: bool = True,
     ) -> ClassifierModule:
         """Serve window ``t`` through the rollout, feed back its labels, and promote or reject the
-        candidate once the rollout decides. Runs inside the window's registry transaction."""
+        candidate once the rollout decides. Runs inside the window's registry transaction. Without
+        ``evidence`` (labels the screen quarantined) the window is served but the rollout is held:
+        its decision ``held``, its state unchanged."""
         candidate_id = state["rollout"]["candidate"]
         self._require_rollout(candidate_id)
         if self._candidate[0] != candidate_id:
@@ -684,6 +699,17 @@ class ContinuousDeployment:
         self.rollout.timing({arm: seconds / max(len(window), 1) for arm, (_, seconds) in latency.items()})
         arms = self.rollout.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
         answered = self.rollout.answer(arms, ours, theirs)
+        if not evidence:
+            # Poisoned-looking labels would steer the live test as they would an update: the
+            # window neither feeds it nor counts towards rollout.max_windows.
+            row |= {
+                "served_accuracy": float(np.mean(answered == window.y)),
+                "rollout": self.rollout.kind,
+                "rollout_candidate": candidate_id,
+                "rollout_decision": "held",
+                "rollout_p_value": _json_safe(self.rollout.summary()).get("p_value"),
+            }
+            return champion
         self.rollout.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving
         outcome = self.rollout.end_window()
         summary = _json_safe(self.rollout.summary())

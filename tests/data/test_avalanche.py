@@ -161,6 +161,13 @@ def test_avalanche_lwf_runs_over_several_exported_experiences(digits):
     benchmark = to_avalanche(digits)
     for experience in benchmark.train_stream[:2]:
         strategy.train(experience)
+    # After each experience LwF keeps the model and the classes it knows, from the experience's task
+    # labels and targets; the next experience's loss distils them. Both pairs of digits are now kept.
+    lwf = next(p.lwf for p in strategy.plugins if hasattr(p, "lwf"))
+    assert lwf.expcount == 2
+    assert {task: set(classes) for task, classes in lwf.prev_classes_by_task.items()} == {0: {0, 1, 2, 3}}
+    kept, trained = lwf.prev_model.state_dict(), model.state_dict()
+    assert lwf.prev_model is not model and all(torch.equal(kept[k], trained[k]) for k in trained)
 
 
 def test_wrong_inputs_say_what_was_given_and_what_is_accepted(digits):

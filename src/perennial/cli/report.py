@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from perennial.sweep_report import COMPUTE, OUTPUTS, collect, print_report, write_outputs
+from perennial.report.sweep import COMPUTE, OUTPUTS, collect, print_report, write_outputs
 
 
 def _parser() -> argparse.ArgumentParser:

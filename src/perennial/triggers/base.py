@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,8 +57,22 @@ class Trigger(ABC):
     """``update(obs)`` after each labelled window, ``fires()`` to ask, ``reset()`` after an update.
 
     State travels through ``state_dict`` / ``load_state_dict`` (JSON-able), so a resumed run
-    continues exactly where it stopped. ``last_test()`` reports the statistic and p-value a
-    trigger computed on the latest window, fired or not, for windows.csv.
+    continues exactly where it stopped. State is what the trigger counted or measured: its public
+    attributes, less those named like a constructor argument, which are settings (as in
+    scikit-learn). A resumed trigger keeps the settings it was built with, so a changed threshold is
+    in force after a resume; settings keys in older checkpoints are ignored. ``last_test()``
+    reports the statistic and p-value a trigger computed on the latest window, fired or not, for
+    windows.csv.
+
+    >>> from perennial.triggers import VolumeTrigger
+    >>> counted = VolumeTrigger(fraction=0.5)
+    >>> counted.new_samples, counted.champion_samples = 40, 100
+    >>> counted.state_dict()
+    {'new_samples': 40, 'champion_samples': 100}
+    >>> resumed = VolumeTrigger(fraction=0.3)
+    >>> resumed.load_state_dict({**counted.state_dict(), "fraction": 0.5})  # an older checkpoint
+    >>> resumed.fraction, resumed.fires().reason
+    (0.3, "40 new labelled examples, 40% of the champion's")
     """
 
     name: str = "trigger"
@@ -76,10 +91,17 @@ class Trigger(ABC):
         return {}
 
     def state_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        settings = self._settings()
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in settings}
 
     def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
+        settings = self._settings()
+        vars(self).update({k: v for k, v in state.items() if k not in settings})
+
+    @classmethod
+    def _settings(cls) -> frozenset[str]:
+        """The constructor's argument names: settings, never state."""
+        return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 class Cooldown:
@@ -110,7 +132,8 @@ class Cooldown:
         self.since_update = 0
 
     def state_dict(self) -> dict:
-        return {"windows": self.windows, "since_update": self.since_update}
+        return {"since_update": self.since_update}
 
     def load_state_dict(self, state: dict) -> None:
-        self.windows, self.since_update = int(state["windows"]), int(state["since_update"])
+        # ``windows`` is a setting: older checkpoints carry it, and it stays as constructed.
+        self.since_update = int(state["since_update"])

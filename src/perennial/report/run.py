@@ -6,10 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # runs on clusters and in CI, where there is no display
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -17,6 +13,7 @@ from rich.table import Table
 
 from perennial.evaluate.matrix import backward_transfer, forgetting
 from perennial.registry import Registry, atomic_write_text
+from perennial.report.figures import figure, save
 
 ROLLOUT_COLUMNS = ("rollout", "rollout_candidate", "rollout_decision", "rollout_p_value")
 
@@ -111,7 +108,7 @@ def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFram
 
 def plot_accuracy(rows: pd.DataFrame, path: Path, title: str) -> Path:
     """Served against static accuracy per window, with a marker at every update and its outcome."""
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = figure(10, 4.2)
     ax.plot(rows["window"], rows["served_accuracy"], label="served (continuously updated champion)", lw=2)
     ax.plot(rows["window"], rows["static_accuracy"], label="static (v1, never updated)", lw=1.5, ls="--")
     for decision, marker, color in (("promoted", "^", "tab:green"), ("rejected", "x", "tab:red")):
@@ -129,13 +126,13 @@ def plot_accuracy(rows: pd.DataFrame, path: Path, title: str) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_matrix(matrix: pd.DataFrame, path: Path) -> Path:
     """Heatmap of versions x windows held-out accuracy: forgetting shows as fading to the left."""
     height = min(12, 1.5 + 0.18 * len(matrix))
-    fig, ax = plt.subplots(figsize=(10, height))
+    fig, ax = figure(10, height)
     im = ax.imshow(
         matrix.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest"
     )
@@ -143,16 +140,7 @@ def plot_matrix(matrix: pd.DataFrame, path: Path) -> Path:
     ax.set_yticks(np.arange(0, len(matrix), step), matrix.index[::step], fontsize=7)
     ax.set(xlabel="window (held-out rows)", ylabel="version", title="Accuracy matrix")
     fig.colorbar(im, ax=ax, label="accuracy")
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save(fig, path)
 
 
 def print_summary(summary: dict, run_dir: Path, console: Console | None = None) -> None:

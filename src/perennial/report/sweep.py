@@ -3,7 +3,6 @@ plots, and the jobs that did not finish named, for a single run directory or a H
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -12,10 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # runs on clusters and in CI, where there is no display
-import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from perennial.registry import atomic_write_bytes, atomic_write_text
+from perennial.registry import atomic_write_text
+from perennial.report.figures import figure, save
 
 OUTPUTS = {
     "csv": "report.csv",
@@ -408,7 +404,7 @@ def plot_accuracy_vs_compute(report: SweepReport, path: Path, compute: str) -> P
         x, y = summary.get(f"compute.{compute}"), summary.get("served_accuracy")
         if _is_number(x) and _is_number(y):
             points.setdefault((x, y), []).append(report.label(job))
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = figure(8, 5)
     for (x, y), labels in points.items():
         ax.scatter([x], [y], s=40, zorder=3)
         # Jobs that land on one point (same data, same outcome) share one label instead of overprinting.
@@ -423,12 +419,12 @@ def plot_accuracy_vs_compute(report: SweepReport, path: Path, compute: str) -> P
         title="Served accuracy against training compute",
     )
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_accuracy_over_time(report: SweepReport, path: Path) -> Path:
     """Served accuracy on each new window, before its labels, one line per finished job."""
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = figure(10, 4.5)
     for job in report.finished:
         if job.windows is not None:
             ax.plot(job.windows["window"], job.windows["served_accuracy"], lw=1.5, label=report.label(job))
@@ -437,17 +433,8 @@ def plot_accuracy_over_time(report: SweepReport, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
