@@ -54,6 +54,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_poisoning.py
 	$(PY) scripts/bench_gate.py
 	$(PY) scripts/bench_cold_start.py
+	$(PY) scripts/bench_do_no_harm.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

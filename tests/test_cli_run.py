@@ -132,7 +132,7 @@ def test_resume_true_continues_the_newest_run_of_the_same_name(tmp_path):
 def test_a_challenger_line_runs_from_the_command_line_and_a_bad_preset_is_named(tmp_path):
     args = ["data=synthetic", "data.n_samples=2000", "data.window=500", *FAST]
     run_dir = f"hydra.run.dir={tmp_path / 'run'}"
-    done = perennial_run(*args, "challenger.model=mlp_wide", run_dir, cwd=tmp_path)
+    done = perennial_run(*args, "challenger.model=mlp_wide", "gate.fresh=holdout", run_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert sum(summary["challengers"].values()) == 3  # one at each of the 3 updates

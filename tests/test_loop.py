@@ -19,7 +19,8 @@ def lineage(registry: Registry) -> list[tuple]:
 
 
 def test_stateful_versions_are_minor_versions_of_their_champion(loop_factory):
-    loop = loop_factory(gate=PromotionGate(tolerance=1.0, forgetting_tolerance=1.0))
+    # The holdout gate promotes each at once, so the last one trained is the champion.
+    loop = loop_factory(gate=PromotionGate(tolerance=1.0, forgetting_tolerance=1.0, fresh="holdout"))
     state = loop.run()
     assert lineage(loop.registry) == [
         ("v1", None, "stateless"),
@@ -68,7 +69,13 @@ def test_served_accuracy_beats_a_never_updated_model_after_drift(loop_factory):
 
 def test_gate_rejects_a_candidate_trained_on_flipped_labels(loop_factory, monkeypatch):
     # Plain fine-tuning, so nothing dilutes the poison: the gate alone must stop it.
-    loop = loop_factory(update=StatefulUpdate(epochs=20, replay_fraction=0.0), buffer=None)
+    # The holdout gate, whose fresh rows come from the window after the drift: the temporal gate's
+    # next window is past the concept change, where flipped labels happen to fit.
+    loop = loop_factory(
+        update=StatefulUpdate(epochs=20, replay_fraction=0.0),
+        buffer=None,
+        gate=PromotionGate(fresh="holdout"),
+    )
     original = loop.split
 
     def poisoned(index):
@@ -80,7 +87,9 @@ def test_gate_rejects_a_candidate_trained_on_flipped_labels(loop_factory, monkey
 
     monkeypatch.setattr(loop, "split", poisoned)
     state = loop.run()
-    row = next(r for r in state["rows"] if r["window"] == 2)
+    # The candidate trained on window 2, wherever the gate judged it (the next window, by default).
+    poisoned_version = next(r for r in state["rows"] if r["window"] == 2)["trained"]
+    row = next(r for r in state["rows"] if r["candidate"] == poisoned_version)
     assert row["decision"] == "rejected"
     assert loop.registry.get(row["candidate"]).status == "rejected"
     decision = loop.registry.decisions(row["candidate"])[0]

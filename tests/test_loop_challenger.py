@@ -14,7 +14,7 @@ from perennial.loop import Challenger
 from perennial.rollout.live import AB
 from tests.conftest import build_mlp, kill_mid_window, make_loop, small_stream
 
-ALWAYS = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0)
+ALWAYS = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0, fresh="holdout")
 
 
 def widths(module) -> list[int]:

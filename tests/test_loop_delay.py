@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from perennial.data.window import DataError, Window, check_label_delay, label_arrivals
-from perennial.evaluate import evaluate
+from perennial.evaluate import PromotionGate, evaluate
 from perennial.rollout.live import Canary
 from tests.conftest import kill_mid_window, make_loop, small_stream
 
@@ -20,7 +20,8 @@ def delayed(delay):
 
 
 def test_labels_are_used_only_after_their_delay(tmp_path):
-    loop = make_loop(tmp_path, stream=delayed(2))
+    # The holdout gate decides at the window a candidate is trained: what this test times.
+    loop = make_loop(tmp_path, stream=delayed(2), gate=PromotionGate(fresh="holdout"))
     state = loop.run()
     rows = {r["window"]: r for r in state["rows"]}
     for version in loop.registry.versions()[1:]:  # v1 trained on the warm-up, labelled from the start

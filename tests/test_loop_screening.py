@@ -49,7 +49,9 @@ def test_a_poisoned_window_is_quarantined_and_never_trained_on(tmp_path):
 
 
 def test_without_the_screen_the_trusted_set_rejects_the_poisoned_candidate(tmp_path):
-    gate = PromotionGate(trusted="warmup", trusted_tolerance=0.05)
+    # The holdout gate: its fresh rows come from the poisoned window itself, so only the trusted
+    # set can tell.
+    gate = PromotionGate(trusted="warmup", trusted_tolerance=0.05, fresh="holdout")
     loop = loop_with(tmp_path, gate=gate)
     _poison(loop, 5, 1.0)  # every label inverted: the fresh rows agree with the poison
     state = loop.run()

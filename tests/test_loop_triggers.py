@@ -11,7 +11,7 @@ from perennial.report.run import summarize, write_outputs
 from perennial.triggers import AnyOf, DriftTrigger, PerformanceTrigger, TimeTrigger
 from tests.conftest import kill_mid_window, make_loop, small_stream
 
-ALWAYS = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0)
+ALWAYS = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0, fresh="holdout")
 
 
 def stream():

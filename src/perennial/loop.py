@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +31,20 @@ from perennial.data.window import (
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
 from perennial.evaluate.metrics import Evaluation, evaluate
 from perennial.evaluate.screening import WindowScreen
+from perennial.evaluate.served import ServedComparison
 from perennial.learn.fit import make_fabric
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
-from perennial.registry import Registry, VersionRecord, load_tree, save_tree
+from perennial.registry import CorruptVersion, Registry, VersionRecord, load_tree, save_tree
 from perennial.rollout.live import Rollout
+from perennial.stats.paired import discordant_counts
 from perennial.tracking import RunHistory, RunLogger
 from perennial.triggers.base import Firing, Observation, Trigger
 
 CHECKPOINT_KEY = "loop"
+GUARDS = ("warn", "revert", "off")
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,30 @@ class LoopSettings:
     """``warmup_windows`` train v1; each window keeps ``holdout_fraction`` of its rows unseen by
     training, for the gate and the accuracy matrix; ``initial_epochs`` trains v1 from scratch.
     ``head``: ``grow`` gives a model outputs for the classes seen so far and widens them when new
-    ones arrive; ``full`` gives every model an output for each of the stream's classes from v1."""
+    ones arrive; ``full`` gives every model an output for each of the stream's classes from v1.
+
+    Do no harm (docs/design.md): with ``rollback``, a newly promoted version whose first served window
+    shows it significantly worse than the version it replaced is rolled back; ``guard`` compares the
+    served line with v1 never updated over the last ``guard_windows`` labelled windows: ``warn``
+    reports a significant loss, ``revert`` also makes v1 the champion again, ``off`` does neither."""
 
     warmup_windows: int = 3
     holdout_fraction: float = 0.2
     initial_epochs: int = 20
     seed: int = 0
     head: str = "grow"
+    rollback: bool = True
+    guard: str = "revert"
+    guard_windows: int = 10
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rollback, bool):
+            raise ValueError(f"loop.rollback must be true or false, got {self.rollback!r}")
+        if self.guard not in GUARDS:
+            raise ValueError(f"loop.guard must be one of {', '.join(GUARDS)}; got {self.guard!r}")
+        windows = self.guard_windows
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+            raise ValueError(f"loop.guard_windows must be a window count >= 1, got {self.guard_windows!r}")
         if self.warmup_windows < 1:
             raise ValueError(f"loop.warmup_windows must be >= 1, got {self.warmup_windows}")
         if not 0 < self.holdout_fraction < 1:
@@ -119,6 +138,7 @@ class ContinuousDeployment:
         self.stream, self.build, self.update, self.trigger, self.gate = stream, build, update, trigger, gate
         self.buffer, self.registry, self.settings = buffer, registry, settings
         self.run_dir = Path(run_dir)
+        self.fresh = getattr(gate, "fresh", "holdout")  # which rows judge a candidate (PromotionGate)
         self.trainer = dict(trainer or {})
         make_fabric(self.trainer)  # a setting that cannot run fails now, not at the first update
         self.config = config or {}
@@ -133,7 +153,15 @@ class ContinuousDeployment:
                 f"a challenger line is decided by the offline gate; rollout={rollout.kind} would leave "
                 "two candidates waiting on live traffic: use rollout=none with challenger.model"
             )
+        if challenger is not None and self.fresh == "next":
+            raise ValueError(
+                "a challenger line is weighed against the champion on the window both were trained "
+                "for; run challenger.model with gate.fresh=holdout"
+            )
         self._candidate: tuple[str, ClassifierModule | None] = ("", None)
+        self._awaiting: tuple[str, ClassifierModule | None] = ("", None)  # judged on the next window
+        # Registry writes decided while a window is processed; they commit with its checkpoint.
+        self._writes: list[Callable[[], object]] = []
         if any(r.needs_logits for r in self.regularizers) and buffer is None:
             names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
             raise ValueError(f"strategy {names} replays stored logits and needs a buffer (strategy.buffer)")
@@ -310,6 +338,7 @@ class ContinuousDeployment:
             state = self.start()
         else:
             self.check_same_config(state)
+            state = _no_harm_state() | state  # a run from before these checks starts them empty
         champion = self.load(state["champion"])
         static = self.load(state["static"])
         self.trigger.load_state_dict(state["trigger"])
@@ -335,6 +364,7 @@ class ContinuousDeployment:
                     self.logger.log_window(row)
                 self.prune_checkpoints(state)
                 bar.update(task, advance=1, champion=state["champion"])
+        state["guard_report"] = self.guard_report(state)
         return state
 
     def start(self) -> dict:
@@ -379,6 +409,7 @@ class ContinuousDeployment:
             "schema": self.schema_of(warm),
             "compute": {"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
             "config": self.config,
+            **_no_harm_state(),
         }
         with self.registry.transaction():
             first = Firing("initial", "first model, trained on the warm-up windows")
@@ -400,12 +431,25 @@ class ContinuousDeployment:
                 f"{state['champion']} reads: columns may appear mid-stream (after the others), not vanish"
             )
         row = self.window_row(t, state)
-        # 2. Labels arrive; the triggers observe the windows they label, and may fire.
-        observed = self.land_labels(t, row, state, champion, static)
+        self._writes = []
+        # 2. Labels arrive; the triggers observe the windows they label, and may fire. Served
+        # evidence may roll a new champion back, or (loop.guard=revert) return to v1.
+        accepted = self.land_labels(t, row, state, champion, static)
+        for w in accepted:
+            labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
+            champion = self.check_rollback(w, labelled, state, champion)
+            champion = self.check_guard(w, labelled, state, champion, static)
         rolling = bool(state.get("rollout"))
+        if not rolling:
+            # 3. A candidate awaiting judgement (gate.fresh=next) meets the first window labelled
+            # after its training data, before it serves.
+            champion = self.judge_awaiting(t, accepted, state, champion, row)
+        # Updates wait while a candidate awaits its window or a live rollout decides.
+        hold = rolling or bool(state.get("rollout")) or bool(state.get("awaiting"))
         # New columns or classes in the labelled data fire an update of their own (once a live
         # rollout, which holds updates back, is decided: a quarantined window does not decide it).
-        schema = None if rolling else self.schema_change(state)
+        schema = None if hold else self.schema_change(state)
+        observed = bool(accepted)
         firing = schema or (self.trigger.fires() if observed else None)
         test = firing.to_dict() if firing else (self.trigger.last_test() if observed else {})
         row |= {
@@ -419,17 +463,16 @@ class ContinuousDeployment:
             # its outcome commits with the window, and updates wait until it is decided.
             evidence = not row["screen"].startswith("quarantined")
             with self.registry.transaction():
+                self.apply_writes()
                 champion = self.rollout_window(t, self.windows[t], state, champion, row, evidence)
                 state["rows"].append(row)
                 self.checkpoint(state, t)
             return champion
-        if firing is None:
-            with self.registry.transaction():
-                state["rows"].append(row)
-                self.checkpoint(state, t)
+        if firing is None or hold:
+            self.commit(state, t, row)
             return champion
 
-        # 3. An update makes a candidate from the labelled windows since the last one.
+        # 4. An update makes a candidate from the labelled windows since the last one.
         pending = list(state["pending"])
         update = self.update.choose(self.registry.versions())  # a hybrid picks per update
         newest = self.columns(pending[-1])
@@ -451,7 +494,9 @@ class ContinuousDeployment:
         )
         for i in pending:
             self.feed_buffer(i, cand.module)
-        # 4. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
+        if self.fresh == "next":
+            return self.await_judgement(t, state, row, cand, firing, pending, stateful, champion)
+        # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
         decision, fresh = self.judge(cand.module, champion, pending, _quarantined(state))
         rival = self.challenge(t, state, pending, newest, cand if decision.promote else None, champion)
         self.trigger.reset()
@@ -461,8 +506,10 @@ class ContinuousDeployment:
                 state["compute"]["train_seconds"] += trained.train_seconds
                 state["compute"]["samples_processed"] += trained.samples_processed
         with self.registry.transaction():
+            self.apply_writes()
             record = self.register(cand, state["champion"] if stateful else None, t, firing, fresh)
             self.logger.log_version(record)
+            row["trained"] = record.id
             label = decision.label
             if decision.promote and self.rollout is not None:
                 # Passed offline; live traffic decides, from the next window on.
@@ -477,15 +524,9 @@ class ContinuousDeployment:
             numbers = {"reason": decision.reason, **decision.numbers}
             self.registry.record_decision(record.id, t, label, numbers)
             self.logger.log_decision(record.id, t, label, numbers)
-            row |= {
-                "candidate": record.id,
-                "decision": label,
-                "fresh_diff": decision.numbers.get("fresh_diff"),
-                "fresh_lower_bound": decision.numbers.get("fresh_lower_bound"),
-                "p_value": decision.numbers.get("p_value"),
-                "gate_min_detectable_drop": decision.numbers.get("min_detectable_drop"),
-            }
+            row |= self.decision_columns(record.id, label, decision)
             if label == "promoted":
+                self.watch(state, record.id, state["champion"], t)
                 state["champion"] = record.id
                 champion = cand.module
             if rival is not None:
@@ -493,6 +534,231 @@ class ContinuousDeployment:
             state["rows"].append(row)
             self.checkpoint(state, t)
         return champion
+
+    def commit(self, state: dict, t: int, row: dict) -> None:
+        """Window ``t``'s registry writes, its row and the checkpoint, in one transaction."""
+        with self.registry.transaction():
+            self.apply_writes()
+            state["rows"].append(row)
+            self.checkpoint(state, t)
+
+    def decide_later(self, version: str, window: int, label: str, numbers: dict) -> None:
+        """Record a decision, and log it, when the window commits."""
+        self._writes.append(partial(self.registry.record_decision, version, window, label, numbers))
+        self._writes.append(partial(self.logger.log_decision, version, window, label, numbers))
+
+    def apply_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write()
+
+    @staticmethod
+    def decision_columns(candidate: str, label: str, decision: GateDecision) -> dict:
+        return {
+            "candidate": candidate,
+            "decision": label,
+            "fresh_diff": _finite(decision.numbers.get("fresh_diff")),
+            "fresh_lower_bound": _finite(decision.numbers.get("fresh_lower_bound")),
+            "p_value": _finite(decision.numbers.get("p_value")),
+            "gate_min_detectable_drop": _finite(decision.numbers.get("min_detectable_drop")),
+        }
+
+    # ---- the temporal gate (gate.fresh=next) ------------------------------------------------------
+    def await_judgement(
+        self,
+        t: int,
+        state: dict,
+        row: dict,
+        cand: TrainedCandidate,
+        firing: Firing,
+        pending: list[int],
+        stateful: bool,
+        champion: ClassifierModule,
+    ) -> ClassifierModule:
+        """Register a new candidate to await the next labelled window; it serves nothing yet."""
+        # Its score on the held-out rows of its newest window, as the holdout gate records it: what a
+        # performance trigger later tests the champion's drop against.
+        held_out = evaluate(cand.module, *self.split(pending[-1]).holdout)
+        self.trigger.reset()
+        state["pending"] = []
+        state["compute"]["train_seconds"] += cand.train_seconds
+        state["compute"]["samples_processed"] += cand.samples_processed
+        with self.registry.transaction():
+            self.apply_writes()
+            record = self.register(cand, state["champion"] if stateful else None, t, firing, held_out)
+            self.logger.log_version(record)
+            state["awaiting"] = {"candidate": record.id, "pending": pending, "window": t}
+            self._awaiting = (record.id, cand.module)
+            row["trained"] = record.id
+            state["rows"].append(row)
+            self.checkpoint(state, t)
+        return champion
+
+    def judge_awaiting(
+        self, t: int, accepted: list[int], state: dict, champion: ClassifierModule, row: dict
+    ) -> ClassifierModule:
+        """Judge the awaiting candidate on every row of the first window labelled after its training
+        data, against the champion now serving (neither trained on that window); promote, reject, or
+        hand it to the live rollout. The writes commit with window ``t``."""
+        awaiting = state.get("awaiting")
+        after = [w for w in accepted if awaiting and w > awaiting["pending"][-1]]
+        if not after:
+            return champion
+        w, candidate_id = after[0], awaiting["candidate"]
+        if self._awaiting[0] != candidate_id:  # a resumed run: its weights from the registry
+            self._awaiting = (candidate_id, self.load(candidate_id))
+        candidate = self._awaiting[1]
+        decision, _ = self.judge(
+            candidate, champion, awaiting["pending"], _quarantined(state), fresh=self.xy(w)
+        )
+        numbers = {"reason": decision.reason, "fresh_window": w, **decision.numbers}
+        label = decision.label
+        state["awaiting"], self._awaiting = None, ("", None)
+        if decision.promote and self.rollout is not None:
+            label = "rollout"  # passed offline; live traffic decides, from the next window on
+            self.rollout.begin(state["champion"], candidate_id, self.rollout_salt(candidate_id))
+            state["rollout"] = self.rollout.state_dict()
+            self._candidate = (candidate_id, candidate)
+        elif decision.promote:
+            promote = partial(self.registry.promote, candidate_id, window=t, reason=decision.reason)
+            self._writes.append(promote)
+            self.watch(state, candidate_id, state["champion"], t)
+            state["champion"] = candidate_id
+            champion = candidate
+        else:
+            self._writes.append(partial(self.registry.reject, candidate_id, window=t))
+        self.decide_later(candidate_id, t, label, numbers)
+        row |= self.decision_columns(candidate_id, label, decision)
+        return champion
+
+    # ---- served evidence: rollback and guard -----------------------------------------------------
+    def watch(self, state: dict, version: str, replaced: str, t: int) -> None:
+        """With loop.rollback, ``version`` (promoted at step ``t``, replacing ``replaced``) is checked
+        against ``replaced`` when the labels of the first window it serves land."""
+        if self.settings.rollback and replaced:
+            state["watch"] = {"version": version, "replaced": replaced, "window": t + 1}
+
+    def check_rollback(
+        self, w: int, labelled: dict, state: dict, champion: ClassifierModule
+    ) -> ClassifierModule:
+        """Window ``w``'s labels are in: if the champion under watch served it, score the version it
+        replaced on the same rows, and roll back when the champion is significantly worse."""
+        watch = state.get("watch")
+        if not watch or w < watch["window"]:
+            return champion
+        state["watch"] = None
+        version, replaced = watch["version"], watch["replaced"]
+        if version != state["champion"] or labelled["champion"] != version or state.get("rollout"):
+            return champion  # replaced meanwhile, or a live rollout runs against it: nothing to undo
+        try:
+            self.registry.verify(replaced)
+            previous = self.load(replaced)
+        except CorruptVersion as err:
+            failure = {"version": version, "restored": replaced, "window": w, "reason": str(err)}
+            state["rollback_failures"] = [*state["rollback_failures"], failure]
+            reason = f"cannot check against {replaced}, whose files are corrupt: {err}"
+            self.decide_later(version, w, "rollback_failed", {"reason": reason, **failure})
+            labelled["rollback"] = f"failed: {replaced} corrupt"
+            return champion
+        x, y = self.xy(w)
+        served = ServedComparison.of(
+            evaluate(champion, x, y).correct, evaluate(previous, x, y).correct, self.gate.alpha
+        )
+        labelled["rollback_p_value"] = served.p_value
+        if not served.worse:
+            return champion
+        evidence = {
+            "version": version,
+            "restored": replaced,
+            "window": w,
+            "diff": served.diff,
+            "upper_bound": served.upper_bound,
+            "p_value": served.p_value,
+            "n": served.n,
+        }
+        reason = (
+            f"served window {w} significantly worse than {replaced}: diff {served.diff:+.3f}, "
+            f"{1 - self.gate.alpha:.0%} upper bound {served.upper_bound:+.3f} (p={served.p_value:.3g}, "
+            f"{served.n} rows)"
+        )
+        self._writes.append(partial(self.registry.rollback, reason, w, expect=(version, replaced)))
+        self.decide_later(version, w, "rolled_back", {"reason": reason, **evidence})
+        state["rollbacks"] = [*state["rollbacks"], evidence]
+        state["champion"] = replaced
+        labelled["rollback"] = version
+        return previous
+
+    def guard_test(self, state: dict, since: int = 0) -> tuple[list[int], ServedComparison] | None:
+        """The served line against v1 never updated, paired over the rows of the last
+        ``loop.guard_windows`` labelled windows from ``since`` on; None before any."""
+        windows = sorted(int(w) for w in state["paired"] if int(w) >= since)[-self.settings.guard_windows :]
+        if not windows:
+            return None
+        gained, lost, n = (sum(state["paired"][str(w)][i] for w in windows) for i in range(3))
+        return windows, ServedComparison.of_counts(gained, lost, n, self.gate.alpha)
+
+    def check_guard(
+        self, w: int, labelled: dict, state: dict, champion: ClassifierModule, static: ClassifierModule
+    ) -> ClassifierModule:
+        """After window ``w``'s labels: is updating hurting? With loop.guard=revert, v1 serves again."""
+        if self.settings.guard == "off":
+            return champion
+        guard = state["guard"]
+        tested = self.guard_test(state, guard["since"])
+        if tested is None or not tested[1].worse:
+            return champion
+        windows, served = tested
+        if guard["first_worse"] is None:
+            guard["first_worse"] = w
+        labelled["guard"] = "worse"
+        if self.settings.guard != "revert" or state["champion"] == state["static"] or state.get("rollout"):
+            return champion
+        evidence = {
+            "version": state["champion"],
+            "restored": state["static"],
+            "window": w,
+            "windows": [windows[0], windows[-1]],
+            **{k: served.numbers()[k] for k in ("diff", "upper_bound", "p_value", "n")},
+        }
+        reason = (
+            f"the served line was significantly worse than {state['static']} never updated over windows "
+            f"{windows[0]}-{windows[-1]}: diff {served.diff:+.3f}, upper bound {served.upper_bound:+.3f}"
+        )
+        static_id = state["static"]
+        self._writes.append(partial(self.registry.promote, static_id, window=w, reason=reason))
+        self.decide_later(static_id, w, "reverted", {"reason": reason, **evidence})
+        guard["reverts"] = [*guard["reverts"], evidence]
+        guard["since"] = w + 1  # the line starts afresh from v1: only what it serves next counts
+        state["champion"], state["watch"] = static_id, None
+        labelled["guard"] = "reverted"
+        return static
+
+    def guard_report(self, state: dict) -> dict | None:
+        """The guard's verdict over the run's last ``loop.guard_windows`` labelled windows."""
+        if self.settings.guard == "off":
+            return None
+        tested = self.guard_test(state)
+        if tested is None:
+            return None
+        windows, served = tested
+        n_rows = sum(state["paired"][str(w)][2] for w in windows)
+        static_correct = sum(state["paired"][str(w)][3] for w in windows)
+        static_accuracy = static_correct / n_rows if n_rows else float("nan")
+        return _json_safe(
+            {
+                "mode": self.settings.guard,
+                "windows": windows,
+                "served_accuracy": static_accuracy + served.diff,
+                "static_accuracy": static_accuracy,
+                "diff": served.diff,
+                "upper_bound": served.upper_bound,
+                "p_value": served.p_value,
+                "n": served.n,
+                "worse": served.worse,
+                "first_window_worse": state["guard"]["first_worse"],
+                "reverts": state["guard"]["reverts"],
+            }
+        )
 
     def challenge(
         self,
@@ -551,6 +817,7 @@ class ContinuousDeployment:
         self.logger.log_version(record)
         if decision.promote:
             self.registry.promote(record.id, window=t, reason=f"challenger: {decision.reason}")
+            self.watch(state, record.id, state["champion"], t)
             state["champion"] = record.id
         else:
             self.registry.reject(record.id, window=t)
@@ -562,14 +829,15 @@ class ContinuousDeployment:
 
     def land_labels(
         self, t: int, row: dict, state: dict, champion: ClassifierModule, static: ClassifierModule
-    ) -> bool:
+    ) -> list[int]:
         """The labels that land at step ``t`` (window ``t``'s own without a delay) score the windows
-        they belong to and go to the triggers; returns whether the triggers observed any. A screened
-        window whose labels look poisoned is set aside: no trigger, update, buffer or gate sees it."""
-        observed = False
+        they belong to and go to the triggers; returns the windows the triggers observed. A screened
+        window whose labels look poisoned is set aside: no trigger, update, buffer, gate or guard
+        sees it."""
+        observed = []
         for w in self.arrivals.get(t, []):
             labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
-            served, probabilities = self.label(labelled, w, champion, state["champion"], static)
+            served, probabilities, static_eval = self.label(labelled, w, champion, state["champion"], static)
             x, y = self.as_read_by(self.windows[w].x, champion), self.windows[w].y
             screened = self.screen.screen(x, y, probabilities) if self.screen is not None else None
             if screened is not None and screened.quarantine:
@@ -597,8 +865,11 @@ class ContinuousDeployment:
                     ),
                 )
             )
-            observed = True
+            observed.append(w)
             state["pending"].append(w)
+            # Rows the served model and v1 never updated got right or wrong, for the guard.
+            gained, lost, n = discordant_counts(served.correct, static_eval.correct)
+            state["paired"][str(w)] = [gained, lost, n, int(np.sum(static_eval.correct))]
         return observed
 
     def xy(self, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -606,10 +877,10 @@ class ContinuousDeployment:
 
     def label(
         self, row: dict, w: int, champion: ClassifierModule, champion_id: str, static: ClassifierModule
-    ) -> tuple[Evaluation, np.ndarray]:
+    ) -> tuple[Evaluation, np.ndarray, Evaluation]:
         """Window ``w``'s labels are in: score the model that served it (named in its row) and the
-        never-updated v1 on them, into the row; returns the served scores and the current champion's
-        class probabilities on the window."""
+        never-updated v1 on them, into the row; returns the served scores, the current champion's
+        class probabilities on the window and v1's scores."""
         server = champion
         if row["champion"] != champion_id:  # labels that land late find another champion serving
             if self._served[0] != row["champion"]:
@@ -626,7 +897,7 @@ class ContinuousDeployment:
         }
         # The champion's probabilities: those of the scoring above when it served the window itself.
         probabilities = served.probs if server is champion else champion.predict_logits(x).softmax(1).numpy()
-        return served, probabilities
+        return served, probabilities, static_eval
 
     def window_row(self, t: int, state: dict) -> dict:
         """Window ``t``'s row of windows.csv, with every column at its empty value; the scores stay
@@ -649,10 +920,12 @@ class ContinuousDeployment:
             "trigger_p_value": None,
             "candidate": "",
             "decision": "",
-            "fresh_diff": float("nan"),
-            "fresh_lower_bound": float("nan"),
-            "p_value": float("nan"),
-            "gate_min_detectable_drop": float("nan"),
+            # Empty (None) until a candidate is judged at this window: rows then compare equal after
+            # a checkpoint's JSON round trip, which NaN never does.
+            "fresh_diff": None,
+            "fresh_lower_bound": None,
+            "p_value": None,
+            "gate_min_detectable_drop": None,
             "rollout": "",
             "rollout_candidate": "",
             "rollout_decision": "",
@@ -660,6 +933,10 @@ class ContinuousDeployment:
             "screen": "",
             "challenger": "",
             "challenger_decision": "",
+            "trained": "",
+            "rollback": "",
+            "rollback_p_value": None,
+            "guard": "",
         }
 
     # ---- online evaluation ------------------------------------------------------------------
@@ -726,6 +1003,7 @@ class ContinuousDeployment:
         reason = f"{self.rollout.kind} rollout over {self.rollout.windows} window(s): {outcome}"
         if outcome == "promote":
             self.registry.promote(candidate_id, window=t, reason=reason)
+            self.watch(state, candidate_id, state["champion"], t)
             state["champion"] = candidate_id
         else:
             self.registry.reject(candidate_id, window=t)
@@ -742,9 +1020,11 @@ class ContinuousDeployment:
         champion: ClassifierModule,
         pending: list[int],
         quarantined: Sequence[int] = (),
+        fresh: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[GateDecision, Evaluation]:
-        """The gate's decision, and the candidate's score on the fresh rows."""
-        fresh = self.split(pending[-1]).holdout
+        """The gate's decision, and the candidate's score on the fresh rows: ``fresh``, or the
+        held-out rows of the newest of the ``pending`` windows the candidate was trained for."""
+        fresh = fresh if fresh is not None else self.split(pending[-1]).holdout
         earlier = [w for w in range(pending[0]) if w not in set(quarantined)]
         past = self.gate.past(self.readable(earlier, candidate))  # older windows may lack new columns
         fresh_candidate = evaluate(candidate, *fresh)
@@ -878,6 +1158,18 @@ def labelled_rows(rows: Sequence[dict], windows: Sequence[int]) -> list[dict]:
     """The rows of ``windows``, in window order."""
     wanted = set(windows)
     return sorted((r for r in rows if r["window"] in wanted), key=lambda r: r["window"])
+
+
+def _no_harm_state() -> dict:
+    """The loop's state for the temporal gate, rollbacks and the guard, empty."""
+    return {
+        "awaiting": None,  # {"candidate", "pending", "window"}: a candidate waiting for its window
+        "watch": None,  # {"version", "replaced", "window"}: a new champion's first served window
+        "rollbacks": [],
+        "rollback_failures": [],
+        "paired": {},  # window -> [served only right, v1 only right, rows, v1 right]
+        "guard": {"since": 0, "first_worse": None, "reverts": []},
+    }
 
 
 def _quarantined(state: dict) -> list[int]:

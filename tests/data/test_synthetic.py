@@ -1,5 +1,7 @@
 """The synthetic stream: seeded, and its concept really changes at the drift points it reports."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -56,5 +58,65 @@ def test_gradual_drift_ramps_over_its_width():
 
 
 def test_unknown_kind_lists_accepted_values():
-    with pytest.raises(ValueError, match=r"abrupt.*gradual.*recurring.*none"):
+    with pytest.raises(ValueError, match=r"abrupt.*gradual.*recurring.*transient.*none"):
         SyntheticStream(kind="sudden")
+
+
+def window_scores(stream: SyntheticStream, model: LogisticRegression) -> list[float]:
+    return [model.score(w.x, w.y) for w in stream]
+
+
+def test_transient_excursions_sit_in_their_windows_and_the_base_concept_returns():
+    stream = SyntheticStream(kind="transient", n_samples=20000, window=1000, width=1000, seed=1)
+    excursion_windows = [p // 1000 for p in stream.drift_points]
+    # a seeded 20% of the 20 windows, never the first, none back to back, each exactly one window
+    assert len(excursion_windows) == 4 and 0 not in excursion_windows
+    assert all(b - a > 1 for a, b in pairwise(excursion_windows))
+    assert stream.excursions == [(p, p + 1000) for p in stream.drift_points]
+    base = [w for w in stream if w.index not in excursion_windows]
+    model = LogisticRegression().fit(
+        np.concatenate([w.x for w in base[:8]]), np.concatenate([w.y for w in base[:8]])
+    )
+    scores = window_scores(stream, model)
+    for k, score in enumerate(scores):
+        if k in excursion_windows:
+            assert score < 0.75, (k, score)  # a concept of its own
+        else:
+            assert score > 0.85, (k, score)  # the base concept, before and after every excursion
+
+
+def test_transient_excursions_are_distinct_concepts():
+    stream = SyntheticStream(kind="transient", n_samples=12000, window=1000, drift_points=[3000, 8000])
+    first = LogisticRegression().fit(*rows(stream, 3000, 4000))
+    assert first.score(*rows(stream, 3000, 4000)) > 0.85
+    assert first.score(*rows(stream, 8000, 9000)) < 0.75
+
+
+def test_transient_given_points_and_width():
+    stream = SyntheticStream(kind="transient", n_samples=6000, window=1000, drift_points=[2500], width=500)
+    assert stream.excursions == [(2500, 3000)]
+    model = LogisticRegression().fit(*rows(stream, 0, 2500))
+    assert model.score(*rows(stream, 2500, 3000)) < 0.75 and model.score(*rows(stream, 3000, 6000)) > 0.85
+    with pytest.raises(ValueError, match="must not overlap"):
+        SyntheticStream(kind="transient", n_samples=6000, drift_points=[2000, 2500], width=1000)
+
+
+def test_transient_is_seeded_and_leaves_other_kinds_alone():
+    a = SyntheticStream(kind="transient", seed=5)
+    b = SyntheticStream(kind="transient", seed=5)
+    assert a.drift_points == b.drift_points
+    np.testing.assert_array_equal(a.windows()[7].x, b.windows()[7].x)
+    assert SyntheticStream(kind="transient", seed=6).drift_points != a.drift_points
+    assert SyntheticStream(kind="abrupt").excursions == []
+
+
+def test_transient_config_gives_one_window_excursions():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from perennial.cli.common import CONF_DIR
+
+    stream = instantiate(OmegaConf.load(f"{CONF_DIR}/data/synthetic_transient.yaml"))
+    assert stream.kind == "transient" and len(stream) == 30
+    assert stream.excursions and all(b - a == stream.window for a, b in stream.excursions)
+    assert all(a % stream.window == 0 for a, _ in stream.excursions)

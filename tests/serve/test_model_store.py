@@ -52,7 +52,7 @@ def test_the_server_loads_narrow_and_challenger_versions_as_the_loop_does(tmp_pa
         build=build,
         update=StatefulUpdate(epochs=2),
         trigger=EveryWindow(),
-        gate=PromotionGate(tolerance=1.0, forgetting_tolerance=1.0),
+        gate=PromotionGate(tolerance=1.0, forgetting_tolerance=1.0, fresh="holdout"),
         buffer=None,
         registry=Registry(tmp_path / "registry"),
         run_dir=tmp_path,

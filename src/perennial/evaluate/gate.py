@@ -21,6 +21,10 @@ from perennial.stats.paired import (
 )
 
 TESTS = ("score", "bootstrap")
+# Which rows are fresh: ``next``, the next labelled window, after everything the candidate trained on
+# (it waits one window, then is judged before it serves); ``holdout``, a held-out share of the window
+# it was just trained on (it serves at once). See docs/design.md, "Do no harm".
+FRESH = ("next", "holdout")
 # Names a config may still carry, with what replaced them and why.
 RENAMED = {
     "mcnemar": "score: the gate now tests non-inferiority (is the candidate's lower confidence bound "
@@ -45,7 +49,9 @@ class PromotionGate:
     """Decide between a candidate and the champion, from per-example outcomes on the same data.
 
     Fresh data, a non-inferiority test: with ``Δ = metric(candidate) - metric(champion)`` on the
-    newest window's held-out rows, the candidate passes only when the one-sided ``1 - alpha`` lower
+    fresh rows (``fresh="next"``: every row of the first window labelled after the candidate's
+    training data, which neither model trained on; ``fresh="holdout"``: the newest training window's
+    held-out rows), the candidate passes only when the one-sided ``1 - alpha`` lower
     confidence bound of ``Δ`` lies above ``-tolerance``. So a candidate truly worse by ``tolerance``
     or more is promoted at most ``alpha`` of the time; a candidate as good as the champion passes
     only when the rows are enough to show it (``min_detectable_drop`` in the numbers says how
@@ -88,7 +94,11 @@ class PromotionGate:
         trusted: str | None = None,
         trusted_tolerance: float = 0.05,
         metric: str = "accuracy",
+        fresh: str = "next",
     ) -> None:
+        if fresh not in FRESH:
+            raise ValueError(f"gate.fresh must be one of {', '.join(FRESH)}; got {fresh!r}")
+        self.fresh = fresh
         if test in RENAMED:
             raise ValueError(f"gate.test={test!r} was replaced by gate.test={RENAMED[test]}")
         if test not in TESTS:

@@ -69,6 +69,16 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
             for r in state["rows"]
             if r.get("rollout_decision") in ("promote", "reject")
         ],
+        # Served evidence: promoted versions rolled back after their first window, and checks that
+        # could not run (a corrupt version to return to).
+        "rollbacks": state.get("rollbacks", []),
+        "rollback_failures": state.get("rollback_failures", []),
+        # The served line against v1 never updated over the last loop.guard_windows windows.
+        "guard": state.get("guard_report"),
+        # Windows between the newest window the serving model trained on and the window it served.
+        "freshness_lag": freshness_lag(rows, registry),
+        # A candidate trained at the end of the stream, still waiting for a window to judge it.
+        "awaiting": state.get("awaiting"),
         "compute": {k: round(v, 3) if isinstance(v, float) else v for k, v in state["compute"].items()},
         "quarantined_rows": int(stream.quarantined_rows),
         # With data.label_delay, accuracy counts the windows whose labels landed before the stream
@@ -82,6 +92,33 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         ],
         "empty_windows": [i.message for i in stream.issues if i.kind == "empty_window"],
     }
+
+
+def freshness_lag(rows: pd.DataFrame, registry: Registry) -> float:
+    """Mean over evaluated windows of (window - the newest window its server was trained on): 1 when
+    every window is served by a model trained through the window before."""
+    if rows.empty:
+        return float("nan")
+    newest = {v.id: max(v.trained_on_windows, default=-1) for v in registry.versions()}
+    lags = [r.window - newest[r.champion] for r in rows.itertuples() if r.champion in newest]
+    return round(float(np.mean(lags)), 3) if lags else float("nan")
+
+
+def guard_line(summary: dict) -> str:
+    """One plain sentence on whether updating paid off against v1 never updated."""
+    guard = summary.get("guard")
+    if not guard:
+        return ""
+    windows = guard["windows"]
+    span = f"windows {windows[0]}-{windows[-1]}"
+    numbers = (
+        f"served {guard['served_accuracy']:.3f} vs static {guard['static_accuracy']:.3f}, "
+        f"diff {guard['diff']:+.3f}, upper bound {guard['upper_bound']:+.3f}, p={guard['p_value']:.3g}"
+    )
+    if guard["worse"]:
+        verdict = "updating hurt: the served line was significantly worse than"
+        return f"{verdict} v1 never updated over {span} ({numbers})"
+    return f"updating did no significant harm against v1 never updated over {span} ({numbers})"
 
 
 def _mean(s: pd.Series) -> float:
@@ -163,6 +200,9 @@ def print_summary(summary: dict, run_dir: Path, console: Console | None = None) 
             if sum(summary.get("challengers", {}).values())
             else []
         ),
+        ("rollbacks", str(len(summary.get("rollbacks", [])))),
+        ("freshness lag (windows)", f"{summary.get('freshness_lag', float('nan')):.2f}"),
+        *([("awaiting judgement", summary["awaiting"]["candidate"])] if summary.get("awaiting") else []),
         ("final champion", str(summary["champion"])),
         ("forgetting (final champion)", f"{summary['forgetting']:.3f}"),
         ("backward transfer", f"{summary['backward_transfer']:+.3f}"),
@@ -173,6 +213,8 @@ def print_summary(summary: dict, run_dir: Path, console: Console | None = None) 
     for k, v in lines:
         table.add_row(k, v)
     console.print(table)
+    if line := guard_line(summary):
+        console.print(line)
     console.print(
         f"outputs in {run_dir}: summary.json, windows.csv, accuracy_over_time.png, accuracy_matrix.png"
     )
