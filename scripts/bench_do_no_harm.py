@@ -2,10 +2,10 @@
 streams with lasting and with transient drift, under the same-window gate and the temporal one.
 
 Every run is the real job, ``perennial-run`` with overrides, one after another; each stream runs
-under (a) today's same-window gate (``gate.fresh=holdout loop.rollback=false loop.guard=off``), (b)
-the temporal gate (``gate.fresh=next loop.rollback=false``), (c) the temporal gate with rollback
-(``gate.fresh=next loop.rollback=true``), (d) the defaults when they differ from (c), and (e) the
-defaults with ``loop.guard=revert``. The per-window differences come from each run's windows.csv:
+under (a) today's same-window gate, (b) the temporal gate, (c) the temporal gate with rollback, (e)
+with the guard's revert too, all four at the earlier gate tolerance 0.02, and (d) the defaults
+(temporal gate, rollback, guard revert, tolerance 0); ``SETTINGS`` has the overrides.
+The per-window differences come from each run's windows.csv:
 
     .venv/bin/python scripts/bench_do_no_harm.py            # about 45 min on 2 cores
     .venv/bin/python scripts/bench_do_no_harm.py --quick    # synthetic only; writes only with --out
@@ -77,11 +77,19 @@ def stream_specs(windows: int, rows: int) -> dict[str, StreamSpec]:
 
 STREAMS = stream_specs(SYNTHETIC_WINDOWS, SYNTHETIC_ROWS)
 SETTINGS = {
-    "a": ("today's gate", ["gate.fresh=holdout", "loop.rollback=false", "loop.guard=off"]),
-    "b": ("temporal gate", ["gate.fresh=next", "loop.rollback=false"]),
-    "c": ("temporal gate + rollback", ["gate.fresh=next", "loop.rollback=true", "loop.guard=warn"]),
+    # (a)-(e) keep the gate's earlier tolerance, 0.02, so that (d), the defaults (tolerance 0), shows
+    # what the tolerance alone changes against (e).
+    "a": (
+        "today's gate",
+        ["gate.fresh=holdout", "gate.tolerance=0.02", "loop.rollback=false", "loop.guard=off"],
+    ),
+    "b": ("temporal gate", ["gate.fresh=next", "gate.tolerance=0.02", "loop.rollback=false"]),
+    "c": (
+        "temporal gate + rollback",
+        ["gate.fresh=next", "gate.tolerance=0.02", "loop.rollback=true", "loop.guard=warn"],
+    ),
     "d": ("defaults", []),
-    "e": ("temporal gate + rollback + guard revert", ["loop.guard=revert"]),
+    "e": ("temporal gate + rollback + guard revert", ["gate.tolerance=0.02", "loop.guard=revert"]),
 }
 
 
@@ -380,8 +388,8 @@ Date: {datetime.now(UTC).date().isoformat()}. Machine: {machine()}.
 Every run is `perennial-run` with the stream's and the setting's overrides,{extra} `seed={args.seed}
 progress=false` and its own `hydra.run.dir`, one at a time, with OMP_NUM_THREADS={args.threads}.
 Everything else is the default job: model `mlp`, `update=stateful` (20 epochs unless set above),
-`strategy=replay`, `trigger=every_window`, `gate=default` (tolerance 0.02, alpha 0.05), 3 warm-up
-windows, 20% of each window held out.
+`strategy=replay`, `trigger=every_window`, `gate=default` (alpha 0.05; tolerance 0 unless the
+setting says 0.02), 3 warm-up windows, 20% of each window held out.
 
 Streams and the drift in each:
 

@@ -118,11 +118,12 @@ def test_replay_forgets_less_than_naive_fine_tuning_on_class_incremental_digits(
     assert forgetting["replay"] < 0.7 * forgetting["naive"]
 
 
-def test_default_gate_blocks_catastrophic_forgetting(tmp_path):
+def test_the_gate_blocks_catastrophic_forgetting(tmp_path):
     stream = DigitsStream(scenario="class_incremental")
     loop = make_loop(
         tmp_path,
         stream=stream,
+        gate=PromotionGate(tolerance=1.0),  # the fresh check passes all: only forgetting can reject
         update=StatefulUpdate(epochs=8, replay_fraction=0.0),
         buffer=None,
         initial_epochs=10,

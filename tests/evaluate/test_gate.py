@@ -33,7 +33,7 @@ TESTS = ["score", "bootstrap"]
 @pytest.mark.parametrize("test", TESTS)
 def test_rejects_a_clearly_worse_candidate(test):
     cand, champ = _pair(200, champion_right=180, lost=40)
-    decision = PromotionGate(test=test).decide(cand, champ)
+    decision = PromotionGate(test=test, tolerance=0.02).decide(cand, champ)
     assert not decision.promote and decision.label == "rejected"
     assert "not shown within 0.02" in decision.reason and "fresh data" in decision.reason
     numbers = decision.numbers
@@ -46,7 +46,7 @@ def test_rejects_a_clearly_worse_candidate(test):
 def test_promotes_an_equal_or_better_candidate_when_the_rows_can_show_it(test, lost, gained):
     # 2000 rows, at most 6% of them discordant: enough to tell a 2-point drop from none.
     cand, champ = _pair(2000, champion_right=1500, lost=lost, gained=gained)
-    decision = PromotionGate(test=test).decide(cand, champ)
+    decision = PromotionGate(test=test, tolerance=0.02).decide(cand, champ)
     assert decision.promote and decision.label == "promoted", decision.reason
     assert decision.numbers["fresh_lower_bound"] > -0.02 and decision.numbers["p_value"] < 0.05
     assert decision.numbers["min_detectable_drop"] < 0.02
@@ -57,7 +57,7 @@ def test_an_equal_candidate_on_too_few_rows_is_not_promoted_and_the_reason_says_
     # 73 fresh rows (a 365-day window's held-out 20%), 10 of them discordant, no net change:
     # the rows cannot rule out a 2-point drop, and the decision names how much they can.
     cand, champ = _pair(73, champion_right=55, lost=5, gained=5)
-    decision = PromotionGate(test=test).decide(cand, champ)
+    decision = PromotionGate(test=test, tolerance=0.02).decide(cand, champ)
     assert decision.numbers["fresh_diff"] == 0
     assert not decision.promote
     assert decision.numbers["min_detectable_drop"] > 0.05
@@ -127,7 +127,7 @@ def test_no_fresh_rows_show_nothing(test):
 @pytest.mark.parametrize("test", TESTS)
 def test_rejects_forgetting_beyond_tolerance(test):
     fresh = _fresh(400, 320)  # identical models: 400 rows show them within 2 points
-    decision = PromotionGate(forgetting_tolerance=0.05, test=test).decide(
+    decision = PromotionGate(tolerance=0.02, forgetting_tolerance=0.05, test=test).decide(
         fresh, fresh, past_candidate=_fresh(300, 240), past_champion=_fresh(300, 270)
     )
     assert not decision.promote
@@ -138,7 +138,7 @@ def test_rejects_forgetting_beyond_tolerance(test):
 
 def test_tolerates_forgetting_within_tolerance():
     fresh = _fresh(400, 320)  # identical models: 400 rows show them within 2 points
-    decision = PromotionGate(forgetting_tolerance=0.05).decide(
+    decision = PromotionGate(tolerance=0.02, forgetting_tolerance=0.05).decide(
         fresh, fresh, past_candidate=_fresh(300, 258), past_champion=_fresh(300, 270)
     )
     assert decision.promote
@@ -147,14 +147,15 @@ def test_tolerates_forgetting_within_tolerance():
 
 def test_worse_on_fresh_data_is_reported_before_forgetting():
     cand, champ = _pair(200, champion_right=180, lost=40)
-    decision = PromotionGate().decide(cand, champ, _fresh(100, 10), _fresh(100, 90))
+    decision = PromotionGate(tolerance=0.02).decide(cand, champ, _fresh(100, 10), _fresh(100, 90))
     assert not decision.promote and "not shown within" in decision.reason
 
 
 @pytest.mark.parametrize("past", [None, _fresh(0, 0)])
 def test_no_past_data_means_no_forgetting_check(past):
     fresh = _fresh(400, 320)  # identical models: 400 rows show them within 2 points
-    decision = PromotionGate().decide(fresh, fresh, past, _fresh(100, 100) if past is not None else None)
+    trusted_or_none = _fresh(100, 100) if past is not None else None
+    decision = PromotionGate(tolerance=0.02).decide(fresh, fresh, past, trusted_or_none)
     assert decision.promote and "past_drop" not in decision.numbers
 
 

@@ -84,7 +84,7 @@ class PromotionGate:
 
     def __init__(
         self,
-        tolerance: float = 0.02,
+        tolerance: float = 0.0,
         alpha: float = 0.05,
         test: str = "score",
         forgetting_tolerance: float = 0.05,
