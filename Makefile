@@ -59,6 +59,9 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_cold_start.py
 	$(PY) scripts/bench_do_no_harm.py
 	$(PY) scripts/bench_categoricals.py
+	$(PY) scripts/bench_loop_overhead.py --write
+	$(PY) scripts/bench_partitions.py --write
+	$(PY) scripts/bench_nightly.py --write
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -261,7 +261,7 @@ def check_same_rows(stream: Stream, loop: ContinuousDeployment, seed: int) -> No
     """Avalanche's experience k holds exactly the loop's training rows of window k, and its test
     experience k exactly the loop's held-out rows (compared with ``loop.split``, value by value)."""
     benchmark = avalanche_benchmark(stream, seed)
-    for k in range(len(loop.windows)):
+    for k in range(len(stream.windows())):
         split = loop.split(k)
         for part, exp in (("train", benchmark.train_stream[k]), ("holdout", benchmark.test_stream[k])):
             batches = list(DataLoader(exp.dataset.eval(), batch_size=4096))

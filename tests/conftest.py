@@ -53,7 +53,7 @@ def make_loop(
     challenger=None,
     **settings,
 ):
-    stream = stream or small_stream()
+    stream = stream if stream is not None else small_stream()
     if buffer == "reservoir":
         buffer = ReservoirBuffer(capacity=300, seed=0)
     return ContinuousDeployment(

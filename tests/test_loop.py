@@ -76,7 +76,7 @@ def test_gate_rejects_a_candidate_trained_on_flipped_labels(loop_factory, monkey
         buffer=None,
         gate=PromotionGate(fresh="holdout"),
     )
-    original = loop.split
+    original = loop.data.split
 
     def poisoned(index):
         split = original(index)
@@ -85,7 +85,7 @@ def test_gate_rejects_a_candidate_trained_on_flipped_labels(loop_factory, monkey
             return type(split)((x, 1 - y), split.holdout)
         return split
 
-    monkeypatch.setattr(loop, "split", poisoned)
+    monkeypatch.setattr(loop.data, "split", poisoned)
     state = loop.run()
     # The candidate trained on window 2, wherever the gate judged it (the next window, by default).
     poisoned_version = next(r for r in state["rows"] if r["window"] == 2)["trained"]
@@ -197,8 +197,10 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
 
 
 def test_a_stream_too_short_for_the_warm_up_is_a_clear_error(tmp_path):
+    loop = make_loop(tmp_path, warmup_windows=6)
     with pytest.raises(DataError, match="warmup_windows=6"):
-        make_loop(tmp_path, warmup_windows=6)
+        loop.run()
+    assert loop.registry.versions() == []  # nothing trained, nothing stored
 
 
 def test_the_hybrid_schedule_fine_tunes_and_retrains_every_third_update(tmp_path):

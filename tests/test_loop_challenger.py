@@ -43,7 +43,7 @@ def test_a_better_challenger_architecture_takes_over_and_its_line_is_fine_tuned(
     v2 = records["v2"]
     assert (v2.kind, v2.parent, v2.trigger["name"]) == ("stateless", None, "challenger")
     assert v2.trigger["extra"] == {"model": "wide"} and v2.trained_on_windows == [0, 1]
-    assert loop.registry.get_state("loop")["rows"][0]["challenger"] == "v2"
+    assert loop.registry.window_rows()[0]["challenger"] == "v2"
     # Once it won, the champion's fine-tunes continue the challenger's line, in its architecture.
     assert records["v2.1"].parent == "v2"
     assert widths(loop.load("v2.1")) == [64, 2] and widths(loop.load("v1.1")) == [1, 2]
@@ -83,7 +83,7 @@ def test_a_run_with_a_challenger_resumes_exactly(tmp_path):
     state = resumed.run(resume=True)
     ids = lambda registry: [(v.id, v.status) for v in registry.versions()]  # noqa: E731
     assert ids(resumed.registry) == ids(whole.registry)
-    assert state["rows"] == whole.registry.get_state("loop")["rows"]
+    assert state["rows"] == whole.registry.window_rows()
 
 
 def test_bad_challenger_settings_are_named(tmp_path):

@@ -33,7 +33,7 @@ def test_labels_are_used_only_after_their_delay(tmp_path):
     # a landed label scores the model that served its window, not the champion when it landed
     for w in (1, 4, 5):
         served_by = loop.load(rows[w]["champion"])
-        window = loop.windows[w]
+        window = loop.data[w]
         assert rows[w]["served_accuracy"] == pytest.approx(evaluate(served_by, window.x, window.y).accuracy)
 
 
@@ -65,7 +65,9 @@ def test_bad_delays_are_named(bad):
 
 
 def test_a_duration_needs_timestamps_and_a_rollout_needs_labels_at_once(tmp_path):
+    loop = make_loop(tmp_path / "a", stream=delayed("30D"))
     with pytest.raises(DataError, match="windows end at row positions"):
-        make_loop(tmp_path / "a", stream=delayed("30D"))
+        loop.run()
+    assert loop.registry.versions() == []  # refused before v1 is trained
     with pytest.raises(ValueError, match=r"rollout=canary decides from labels .* use rollout=none"):
         make_loop(tmp_path / "b", stream=delayed(1), rollout=Canary())

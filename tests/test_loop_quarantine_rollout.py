@@ -36,9 +36,10 @@ def run_with_a_quarantine_mid_rollout(path):
         screen=WindowScreen(),
         initial_epochs=40,  # a confident champion: the screen judges labels where it is sure
     )
-    w = loop.windows[POISONED]
+    windows = stream.windows()  # the stream's own list, which the loop reads
+    w = windows[POISONED]
     flip = np.random.default_rng(0).random(len(w)) < 0.4
-    loop.windows[POISONED] = dataclasses.replace(w, y=np.where(flip, 1 - w.y, w.y))
+    windows[POISONED] = dataclasses.replace(w, y=np.where(flip, 1 - w.y, w.y))
     return loop, loop.run()
 
 
@@ -56,7 +57,7 @@ def test_a_quarantined_window_holds_the_rollout_and_the_schema_update_waits_for_
     assert live == [4, 5, 6, 7, 8] and rows[8]["rollout_decision"] == "promote"
     assert loop.registry.get("v1.1").status in ("champion", "retired")
     numbers = loop.registry.decisions("v1.1")[-1]["numbers"]
-    assert numbers["units"] == sum(len(loop.windows[w]) for w in (4, 5, 7, 8))
+    assert numbers["units"] == sum(len(loop.data[w]) for w in (4, 5, 7, 8))
 
     # The new columns start their major version only once the rollout is decided.
     v2 = loop.registry.get("v2")

@@ -21,7 +21,7 @@ def stream():
 def _poison_windows(loop, monkeypatch, indices):
     """These windows arrive with every training label flipped: a candidate the offline gate (here
     set to pass anything) lets through, so only the live rollout can stop it."""
-    original = loop.split
+    original = loop.data.split
 
     def poisoned(i):
         split = original(i)
@@ -30,7 +30,7 @@ def _poison_windows(loop, monkeypatch, indices):
             return type(split)((x, 1 - y), split.holdout)
         return split
 
-    monkeypatch.setattr(loop, "split", poisoned)
+    monkeypatch.setattr(loop.data, "split", poisoned)
 
 
 def test_a_good_canary_is_promoted_after_walking_its_steps(tmp_path):

@@ -190,7 +190,7 @@ def test_a_run_with_grown_and_narrow_versions_resumes_exactly(tmp_path):
     resumed = loop_at(tmp_path / "crashed")
     state = resumed.run(resume=True)
     assert lineage(resumed.registry) == lineage(whole.registry)
-    assert state["rows"] == whole.registry.get_state("loop")["rows"]
+    assert state["rows"] == whole.registry.window_rows()
 
 
 def test_new_columns_must_be_flat_features_and_appear_after_the_first_window():

@@ -28,10 +28,10 @@ def loop_with(path, **kw):
 def _poison(loop, window: int, share: float, seed: int = 0) -> None:
     """Flip ``share`` of one window's labels, training and held-out rows alike, as an attacker
     who supplies that window's labels would."""
-    w = loop.windows[window]
+    windows = loop.stream.windows()  # the stream's own list, which the loop reads
+    w = windows[window]
     flip = np.random.default_rng(seed).random(len(w)) < share
-    loop.windows[window] = dataclasses.replace(w, y=np.where(flip, 1 - w.y, w.y))
-    loop._splits.pop(window, None)
+    windows[window] = dataclasses.replace(w, y=np.where(flip, 1 - w.y, w.y))
 
 
 def test_a_poisoned_window_is_quarantined_and_never_trained_on(tmp_path):

@@ -79,7 +79,7 @@ def test_the_temporal_gate_judges_on_the_next_window_and_serves_only_after(tmp_p
         trained_through = max(version.trained_on_windows)
         # every row of the next window, none of which it trained on
         assert judged["numbers"]["fresh_window"] == trained_through + 1 == judged["window"]
-        assert judged["numbers"]["n_fresh"] == len(loop.windows[trained_through + 1]) == ROWS
+        assert judged["numbers"]["n_fresh"] == len(loop.data[trained_through + 1]) == ROWS
         served = [w for w, r in rows.items() if r["champion"] == version.id]
         assert all(w > judged["window"] for w in served)  # it serves only from the window after
     summary = summary_of(loop, state)

@@ -23,6 +23,8 @@ from perennial.registry import Registry, VersionRecord
 from perennial.serve import ServeSettings, create_app
 from perennial.serve.edge import REST_BYTES, ROW_BYTES, BodyLimits
 
+from .stored import pipeline_extra
+
 TOKEN = "t"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 NARROW, WIDE = 6, 60  # v1's features, v2's
@@ -50,11 +52,12 @@ def base_registry(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("limits") / "registry"
     with Registry(root) as reg:
         for n in (NARROW, WIDE):
-            _, build = stream_and_builder(OmegaConf.create(config(n)))
+            stream, build = stream_and_builder(OmegaConf.create(config(n)))
             torch.manual_seed(n)
             reg.add(
                 VersionRecord(reg.next_id("stateless", None), None, "stateless", config=config(n)),
                 build().state_dict(),
+                pipeline_extra(stream),
             )
         reg.promote("v1", reason="test")
     return root

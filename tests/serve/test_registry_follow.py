@@ -18,6 +18,8 @@ from perennial.serve import ServeSettings, create_app
 from perennial.serve.app import ModelServer, ServeError
 from perennial.serve.models import UnservableVersion
 
+from .stored import pipeline_extra
+
 CONFIG = {
     "data": {
         "_target_": "perennial.data.SyntheticStream",
@@ -34,7 +36,7 @@ CONFIG = {
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """v1 (champion), v2 and v3: untrained but sound models of one architecture."""
-    _, build = stream_and_builder(OmegaConf.create(CONFIG))
+    stream, build = stream_and_builder(OmegaConf.create(CONFIG))
     root = tmp_path / "registry"
     with Registry(root) as reg:
         for seed in range(3):
@@ -42,6 +44,7 @@ def root(tmp_path: Path) -> Path:
             reg.add(
                 VersionRecord(reg.next_id("stateless", None), None, "stateless", config=CONFIG),
                 build().state_dict(),
+                pipeline_extra(stream),
             )
         reg.promote("v1", reason="test")
     return root
@@ -66,11 +69,13 @@ def _damage(root: Path, version: str) -> None:
 
 
 def _nan_version(root: Path) -> str:
-    _, build = stream_and_builder(OmegaConf.create(CONFIG))
+    stream, build = stream_and_builder(OmegaConf.create(CONFIG))
     state = {k: torch.full_like(v, float("nan")) for k, v in build().state_dict().items()}
     with Registry(root) as reg:
         return reg.add(
-            VersionRecord(reg.next_id("stateless", None), None, "stateless", config=CONFIG), state
+            VersionRecord(reg.next_id("stateless", None), None, "stateless", config=CONFIG),
+            state,
+            pipeline_extra(stream),
         ).id
 
 

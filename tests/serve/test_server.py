@@ -28,6 +28,8 @@ from perennial.registry import Registry, VersionRecord
 from perennial.rollout.router import Router
 from perennial.serve import ServeSettings, analyze, create_app
 
+from .stored import pipeline_extra
+
 TOKEN = "test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 DATA = {
@@ -65,7 +67,7 @@ def rows():
 @pytest.fixture(scope="module")
 def base_registry(tmp_path_factory, rows):
     """v1 (champion) and v2 learned the labels; v3 learned them inverted, so it is almost always wrong."""
-    _, build = stream_and_builder(OmegaConf.create({"data": DATA, "model": MODEL}))
+    stream, build = stream_and_builder(OmegaConf.create({"data": DATA, "model": MODEL}))
     x, y = rows
     root = tmp_path_factory.mktemp("serve") / "registry"
     config = {"data": DATA, "model": MODEL}
@@ -75,6 +77,7 @@ def base_registry(tmp_path_factory, rows):
             reg.add(
                 VersionRecord(reg.next_id("stateless", None), None, "stateless", config=config),
                 module.state_dict(),
+                pipeline_extra(stream),
             )
         reg.promote("v1", reason="test")
     return root

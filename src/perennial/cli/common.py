@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from perennial.data.window import DataError, Stream
 from perennial.learn.module import ClassifierModule
+from perennial.learn.module import build_classifier as build_module
 from perennial.loop import Challenger
 
 USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
@@ -28,25 +29,16 @@ CONFIG_PATH = f"pkg://{CONF_PACKAGE}"  # hydra.main's config_path
 CONF_DIR = str(files(CONF_PACKAGE))
 
 
-def build_module(
-    backbone_factory,
-    in_shape: tuple[int, ...],
-    n_classes: int,
-    known_classes: int | None = None,
-    n_features: int | None = None,
-) -> ClassifierModule:
-    """A fresh model for the stream's schema, or for the first ``known_classes`` classes and the
-    first ``n_features`` columns of a schema that has grown since (see ``ClassifierModule``)."""
-    shape = (n_features,) if n_features is not None else in_shape
-    backbone = backbone_factory(in_shape=shape, n_classes=known_classes or n_classes)
-    return ClassifierModule(backbone, n_classes, known_classes, n_features)
-
-
 def stream_and_builder(cfg: DictConfig) -> tuple[Stream, Callable[[], ClassifierModule]]:
     """The stream of ``cfg.data`` and a function that builds a fresh, untrained ``cfg.model`` for it."""
     stream = instantiate(cfg.data)
-    build = partial(build_module, instantiate(cfg.model), tuple(stream.feature_shape), stream.n_classes)
-    return stream, build
+    return stream, partial(build_for, instantiate(cfg.model), stream)
+
+
+def build_for(backbone_factory, stream: Stream, **schema) -> ClassifierModule:
+    """A fresh model for ``stream``'s schema as it stands when the model is built: a growing source
+    knows its width and classes from its first window, and a resumed run from its saved state."""
+    return build_module(backbone_factory, tuple(stream.feature_shape), stream.n_classes, **schema)
 
 
 def challenger(cfg: DictConfig, stream: Stream) -> Challenger | None:
@@ -67,7 +59,7 @@ def challenger(cfg: DictConfig, stream: Stream) -> Challenger | None:
         with open_dict(cfg):
             cfg.challenger.model = OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml")
     model = instantiate(cfg.challenger.model)
-    build = partial(build_module, model, tuple(stream.feature_shape), stream.n_classes)
+    build = partial(build_for, model, stream)
     label = name if isinstance(name, str) else "challenger"
     return Challenger(build, name=label, every=spec.get("every", 1))
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -58,6 +64,47 @@ OmegaConf.register_new_resolver("perennial_run_dir", run_dir, use_cache=True, re
 OmegaConf.register_new_resolver("perennial_sweep_dir", sweep_dir, use_cache=True, replace=True)
 
 
+RUN_MODE_KEYS = ("follow", "poll")  # loop settings of how a run is driven, not of what it does
+
+
+def poll_seconds(value: object) -> float:
+    """``loop.poll`` as seconds: a number, or a duration such as "30s", "5min", "1h"."""
+    try:
+        seconds = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if seconds is None:
+            seconds = pd.Timedelta(str(value)).total_seconds()
+    except ValueError:
+        seconds = None
+    if seconds is None or not seconds > 0:
+        raise ValueError(f"loop.poll must be a positive duration such as '30s' or '5min', got {value!r}")
+    return seconds
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (a scheduler ending the job) and SIGINT set ``stop``: the loop finishes committing the
+    window in hand and returns, so the job exits 0 and the next run continues after that window."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (a test's worker thread)
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(signum: int, frame: object) -> None:
+        print(
+            f"perennial-run: {signal.Signals(signum).name}: stopping after the current window",
+            file=sys.stderr,
+        )
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(cfg: DictConfig) -> dict:
     """Build every part from the config, run the loop, write the outputs; returns the summary."""
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -72,6 +119,10 @@ def run(cfg: DictConfig) -> dict:
     # catches up from the registry.
     for key in ("resume", "progress", "logger"):
         config.pop(key, None)
+    loop_settings = {k: v for k, v in config["loop"].items() if k not in RUN_MODE_KEYS}
+    config["loop"] = loop_settings  # a run may be continued in follow mode, or polled less often
+    follow = bool(cfg.loop.get("follow", False))
+    poll = poll_seconds(cfg.loop.get("poll", "30s"))
     loop = ContinuousDeployment(
         stream=stream,
         build=build,
@@ -81,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
         buffer=instantiate(cfg.strategy.buffer) if cfg.strategy.buffer is not None else None,
         registry=registry,
         run_dir=out,
-        settings=LoopSettings(seed=cfg.seed, **cfg.loop),
+        settings=LoopSettings(seed=cfg.seed, **loop_settings),
         trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
         config=config,
         progress=cfg.progress,
@@ -95,13 +146,32 @@ def run(cfg: DictConfig) -> dict:
     # refused such a directory unless the sweep was resumed, and a job that SLURM requeues after a
     # preemption or its time limit must go on from its last saved window.
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    state = loop.run(resume=resuming(cfg.resume) or multirun)
-    matrix = loop.accuracy_matrix()
-    summary = summarize(state, registry, matrix, stream, recent=cfg.recent_windows)
-    # Closed now, not whenever it is collected: the next job of a sweep runs in this same process, and
-    # a finished job's directory is left as it is.
-    registry.close()
-    write_outputs(out, summary, state, matrix, stream)
+
+    def outputs(result: dict) -> dict:
+        matrix = loop.accuracy_matrix()
+        summary = summarize(result, registry, matrix, stream, recent=cfg.recent_windows)
+        write_outputs(out, summary, result, matrix, stream)
+        return summary
+
+    try:
+        with stop_on_signals(loop.stop):
+            if follow:
+                result = loop.follow(poll, on_commit=outputs)
+            else:
+                result = loop.run(resume=resuming(cfg.resume) or multirun)
+        if not result["started"]:
+            print(
+                f"perennial-run: waiting for data: {result['windows']} complete window(s) in "
+                f"{stream.name!r}, v1 needs loop.warmup_windows={cfg.loop.warmup_windows}; nothing "
+                f"written, run again when more has landed",
+                file=sys.stderr,
+            )
+            return {}
+        summary = outputs(result)
+    finally:
+        # Closed now, not whenever it is collected: the next job of a sweep runs in this same process,
+        # and a finished job's directory is left as it is.
+        registry.close()
     print_summary(summary, out)
     return summary
 

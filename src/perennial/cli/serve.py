@@ -4,11 +4,13 @@ conf/serve.yaml. ``serve.analyze=true`` prints the statistics recomputed from th
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from perennial.cli.common import CONFIG_PATH, stream_and_builder, user_errors
 
@@ -17,16 +19,25 @@ SCALARS = {"int": int, "float": float, "str": str}
 
 def settings(cfg: DictConfig):
     """The server's settings from the config: every ``ServeSettings`` field is read from ``serve.<name>``
-    (a field the config lacks keeps its default); the data/model groups rebuild versions stored without
-    their own. The other ``serve`` keys (host, port, threads, log_level, analyze) are this app's."""
+    (a field the config lacks keeps its default). The other ``serve`` keys (host, port, threads,
+    log_level, analyze) are this app's.
+
+    The fallback rebuilds versions stored without a pipeline (registries written before versions
+    carried one) as servers did then: from the data and model groups stored with the version, which
+    reads its training data, or from this config's data=/model= for a version stored without them.
+    The server checks the stored groups against its allow-list before calling it."""
     from perennial.serve.app import ServeSettings
 
     s = cfg.serve
     if not s.registry:
         raise ValueError("serve.registry=PATH is required: the registry directory to serve from")
 
-    def fallback():
-        stream, build = stream_and_builder(cfg)
+    def fallback(stored: Mapping[str, Any]):
+        groups = {name: stored.get(name) for name in ("data", "model")}
+        if all(isinstance(g, Mapping) and "_target_" in g for g in groups.values()):
+            stream, build = stream_and_builder(OmegaConf.create(groups))
+        else:
+            stream, build = stream_and_builder(cfg)
         return build, tuple(stream.feature_shape)
 
     values = {}

@@ -1,12 +1,13 @@
 """Streams of time windows: the real and synthetic data perennial deploys on, and users' own tables."""
 
 from perennial.data.images import DigitsStream, FashionMNISTStream
+from perennial.data.partitions import PartitionedTable, open_table
 from perennial.data.rare import RareClassStream
 from perennial.data.schema import NewColumnsStream
 from perennial.data.synthetic import SyntheticStream
 from perennial.data.table import TableStream
 from perennial.data.weather import WeatherStream
-from perennial.data.window import DataError, DataIssue, Stream, Window
+from perennial.data.window import DataError, DataIssue, Stream, Window, WindowFeed
 
 __all__ = [
     "DataError",
@@ -14,10 +15,13 @@ __all__ = [
     "DigitsStream",
     "FashionMNISTStream",
     "NewColumnsStream",
+    "PartitionedTable",
     "RareClassStream",
     "Stream",
     "SyntheticStream",
     "TableStream",
     "WeatherStream",
     "Window",
+    "WindowFeed",
+    "open_table",
 ]

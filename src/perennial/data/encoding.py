@@ -16,10 +16,21 @@ column, so the input width is fixed for the life of the model line. A missing va
 [[-1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 >>> TableEncoding.from_dict(encoding.to_dict()) == encoding
 True
+
+Raw rows sent as JSON objects (a server's clients) are checked strictly, then encoded by the same code:
+
+>>> encoding.transform_records([{"fare": 30, "airport": "JFK"}]).tolist()  # unknown: (other)
+[[1.0, 0.0, 1.0]]
+>>> encoding.transform_records([{"fare": "30", "airport": "LHR"}])
+Traceback (most recent call last):
+...
+perennial.data.encoding.RowError: row 0, column 'fare': expected a number, got the text '30'
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +42,33 @@ from perennial.data.window import DataError
 
 OTHER = "(other)"  # the bucket's name in feature names: airport=(other)
 FORMAT = "perennial.table-encoding/1"
+
+
+class RowError(DataError):
+    """A raw row that cannot be encoded: the message names the row (its position in the batch) and
+    the column."""
+
+    def __init__(self, row: int, column: str | None, problem: str) -> None:
+        where = f"row {row}" if column is None else f"row {row}, column {column!r}"
+        super().__init__(f"{where}: {problem}")
+        self.row, self.column, self.problem = row, column, problem
+
+
+def _described(value: object) -> str:
+    """A raw value as a client would recognise it in an error, shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def category_keys(raw: pd.Series) -> pd.Series:
@@ -97,6 +135,21 @@ class NumericColumn:
                 )
         return ((numbers - self.mean) / self.scale)[:, None]
 
+    def check_value(self, value: object) -> str | None:
+        """What is wrong with ``value`` as this column's raw value in a JSON row, or None.
+
+        Stricter than :meth:`transform` on a file: a row without the number would have been set
+        aside in training, and text or a boolean is a client's mistake, not a number to guess."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {_described(value)}"
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer past float's range
+            finite = False
+        if not finite or not math.isfinite(float(value)):
+            return f"expected a finite number, got {_described(value)}"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "numeric", "mean": self.mean, "scale": self.scale}
 
@@ -122,8 +175,43 @@ class CategoricalColumn:
         block[present, codes[present]] = 1.0
         return block
 
+    @property
+    def value_kind(self) -> str | None:
+        """The JSON type every kept category has ("text", "boolean" or "number"); None when they
+        are of mixed types, or when none was kept, and any scalar is taken."""
+        kinds = {_kind(c) for c in self.categories}
+        return kinds.pop() if len(kinds) == 1 else None
+
+    def check_value(self, value: object) -> str | None:
+        """What is wrong with ``value`` as this column's raw value in a JSON row, or None.
+
+        null is a missing value (all zeros, as in training) and a value never seen goes to
+        ``(other)``; but a value of another JSON type than the categories (the number 3 where they
+        are text) is refused: a file never mixes them in one column, so it is a client's mistake that
+        would otherwise land in ``(other)`` unseen."""
+        if value is None:
+            return None
+        kind = _kind(value)
+        if kind is None:
+            return f"expected a category ({self.value_kind or 'a JSON scalar'}), got {_described(value)}"
+        if kind == "number" and not math.isfinite(float(value)):
+            return f"expected a category, got {_described(value)}"
+        if self.value_kind is not None and kind != self.value_kind:
+            return f"expected {self.value_kind} (the column's categories are), got {_described(value)}"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "categorical", "categories": list(self.categories), "other": OTHER}
+
+
+def _kind(value: object) -> str | None:
+    if isinstance(value, bool):  # before int: bool is an int to Python, and True would match 1
+        return "boolean"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, int | float):
+        return "number"
+    return None
 
 
 @dataclass(frozen=True)
@@ -140,6 +228,11 @@ class TableEncoding:
     def width(self) -> int:
         return len(self.feature_names)
 
+    @property
+    def raw_columns(self) -> list[str]:
+        """The raw columns a row must have, by name, in the order they are read."""
+        return [c.name for c in self.columns]
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw rows (the file's columns, by name) as float32 model inputs of shape ``(n, width)``."""
         missing = [c.name for c in self.columns if c.name not in frame.columns]
@@ -150,6 +243,53 @@ class TableEncoding:
         if not self.columns:
             return np.empty((len(frame), 0), dtype=np.float32)
         return np.hstack([c.transform(frame[c.name]) for c in self.columns]).astype(np.float32)
+
+    def check_record(self, row: int, record: object) -> None:
+        """Refuse raw row number ``row`` (a JSON object: column name to value) with a
+        :class:`RowError` naming the row and the column: exactly :attr:`raw_columns`, none missing,
+        none extra, each value of its column's type (see ``check_value``)."""
+        if not isinstance(record, Mapping):
+            raise RowError(row, None, f"expected an object of column: value, got {_described(record)}")
+        for column in self.columns:
+            if column.name not in record:
+                raise RowError(row, column.name, f"missing; a row has the columns {self.raw_columns}")
+            problem = column.check_value(record[column.name])
+            if problem is not None:
+                raise RowError(row, column.name, problem)
+        if len(record) != len(self.columns):
+            known = set(self.raw_columns)
+            extra = next(str(name) for name in record if name not in known)
+            raise RowError(
+                row, extra, f"not a column of the model's input; a row has the columns {self.raw_columns}"
+            )
+
+    def transform_records(self, records: Sequence[object]) -> np.ndarray:
+        """Raw rows as JSON objects (``[{"fare": 30.0, "airport": "LHR"}, ...]``), checked by
+        :meth:`check_record`, then encoded by :meth:`transform`: the code that encoded the training
+        rows, so a served row gets the inputs a file's row got (an unknown category: ``(other)``)."""
+        for row, record in enumerate(records):
+            self.check_record(row, record)
+        # Numbers as float64, as a numeric file column is read; categories as objects, so each value
+        # keeps its JSON type for category_keys, as a text, bool or category file column does.
+        frame = pd.DataFrame(
+            {
+                c.name: pd.Series(
+                    [record[c.name] for record in records],  # type: ignore[index]
+                    dtype=np.float64 if isinstance(c, NumericColumn) else object,
+                )
+                for c in self.columns
+            },
+            index=pd.RangeIndex(len(records)),
+        )
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            x = self.transform(frame)
+        if not np.isfinite(x).all():  # a finite number too large once standardised (1e39 as float32)
+            row, feature = np.argwhere(~np.isfinite(x))[0]
+            column = [c.name for c in self.columns for _ in c.feature_names][feature]
+            value = records[row][column]  # type: ignore[index]
+            problem = f"{_described(value)} is too large: as an input it is not a finite float32 number"
+            raise RowError(int(row), column, problem)
+        return x
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: stored with every version (the ``preprocessing`` extra of the registry)."""

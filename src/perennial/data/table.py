@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def _scalar(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _sorted_values(values: Sequence) -> list:
+def sorted_values(values: Sequence) -> list:
     """Distinct values in a stable order; mixed types (``1`` and ``"a"``) fall back to text order."""
     distinct = list(pd.unique(pd.Series(values).dropna()))
     distinct = [v.item() if isinstance(v, np.generic) else v for v in distinct]
@@ -54,7 +54,7 @@ def _sorted_values(values: Sequence) -> list:
         return sorted(distinct, key=str)
 
 
-def _parse_window(window: str | int) -> int | pd.Timedelta:
+def parse_window(window: str | int) -> int | pd.Timedelta:
     """A row count (``500``, ``"500"``) or a fixed duration (``"7D"``, ``"1h"``, ``"30min"``)."""
     if isinstance(window, str) and window.strip().isdigit():
         window = int(window)
@@ -72,6 +72,391 @@ def _parse_window(window: str | int) -> int | pd.Timedelta:
     if period <= pd.Timedelta(0):
         raise ValueError(f"window must be a positive duration; got {window!r}")
     return period
+
+
+@dataclass(frozen=True)
+class RowOrigin:
+    """Where each row of a frame was read, so that a message names the file and the row: row ``i`` is
+    data row ``row[i]`` (0-based) of ``paths[file[i]]``. ``lines``: also give the line in the file,
+    for text files read with their blank lines kept (line 1 is the header)."""
+
+    paths: tuple[str, ...]
+    file: np.ndarray
+    row: np.ndarray
+    lines: bool = False
+
+    @classmethod
+    def of_file(cls, path: str | Path, n_rows: int, lines: bool = False, first: int = 0) -> RowOrigin:
+        """``n_rows`` consecutive data rows of one file, from row ``first``."""
+        return cls((str(path),), np.zeros(n_rows, np.int64), np.arange(first, first + n_rows), lines)
+
+    @property
+    def name(self) -> str:
+        """The file these rows came from, for messages about a whole column."""
+        more = len(set(self.file.tolist())) - 1 if len(self.file) else 0
+        first = self.paths[int(self.file[0])] if len(self.file) else self.paths[0]
+        return first if more < 1 else f"{first} (and {more} more file{'s' if more > 1 else ''})"
+
+    def path(self, i: int) -> str:
+        return self.paths[int(self.file[i])]
+
+    def at(self, i: int) -> str:
+        """Where row ``i`` is, in words a user can find in the file."""
+        row = int(self.row[i])
+        return f"row {row} (line {row + 2} of the file)" if self.lines else f"row {row}"
+
+
+@dataclass(frozen=True)
+class TableChecks:
+    """What a table's columns mean and the checks its raw rows go through before they become a window:
+    times parsed, labels matched to classes, feature kinds judged, bad rows set aside with a reason,
+    and the encoding fitted on the first window. One implementation for :class:`TableStream` (one
+    file) and :class:`perennial.data.partitions.PartitionedTable` (a directory that grows).
+
+    Every message names the file and the row (through a :class:`RowOrigin`)."""
+
+    time_column: str
+    target: str
+    window: str | int  # as the user wrote it, for messages
+    features: Sequence[str] | None = None
+    categorical: Sequence[str] | None = None
+    on_bad_rows: str = "quarantine"
+    min_frequency: int = 1
+    max_categories: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.on_bad_rows not in BAD_ROW_POLICIES:
+            raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}; got {self.on_bad_rows!r}")
+        for name in ("min_frequency", "max_categories"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1; got {value!r}")
+
+    @classmethod
+    def of(cls, source: object) -> TableChecks:
+        """The checks of a table source, from its options of the same names."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
+
+    # -- columns ------------------------------------------------------------------------------------
+
+    def feature_columns(self, columns: Sequence[str], source: str) -> tuple[list[str], set[str]]:
+        """The feature columns (declared, or every column but the time and the target) and the declared
+        categorical ones, checked against the ``columns`` a file has."""
+        features = (
+            list(self.features)
+            if self.features is not None
+            else [c for c in columns if c not in (self.time_column, self.target)]
+        )
+        categorical = list(self.categorical or [])
+        self.check_columns(columns, source, features)
+        for column in (self.time_column, self.target):
+            if column in features:
+                raise ValueError(f"{source}: column {column!r} cannot be a feature and the time or target")
+        for column in categorical:
+            if column not in features:
+                raise ValueError(f"{source}: categorical {column!r} is not in the features {features}")
+        if not features:
+            raise DataError(f"{source}: no feature columns; the file has columns {list(columns)}")
+        return features, set(categorical)
+
+    def check_columns(self, columns: Sequence[str], source: str, features: Sequence[str]) -> None:
+        """DataError naming the first column a file lacks, with its role and the columns it has."""
+        roles = [(self.time_column, "time_column"), (self.target, "target")]
+        roles += [(c, "features") for c in features] + [(c, "categorical") for c in self.categorical or []]
+        for column, role in roles:
+            if column not in columns:
+                raise DataError(
+                    f"{source}: column {column!r} ({role}) not found; the file has columns {list(columns)}"
+                )
+
+    # -- times and labels ---------------------------------------------------------------------------
+
+    def parse_time(
+        self, raw: pd.Series, period: int | pd.Timedelta, origin: RowOrigin
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Times as a numpy array (datetime64, or numbers for row-count windows) and the missing ones."""
+        column = self.time_column
+        missing = raw.isna().to_numpy()
+        if ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
+            if isinstance(period, pd.Timedelta):
+                raise DataError(
+                    f"{origin.name}: column {column!r} holds numbers, not dates, so it cannot be cut into "
+                    f"periods of {self.window!r}; use a row-count window (e.g. window=500) or store dates"
+                )
+            if missing.any():  # NaN (quarantined below) rather than pd.NA, which numpy cannot sort
+                return raw.to_numpy(dtype=np.float64, na_value=np.nan), missing
+            return raw.to_numpy(), missing
+        if ptypes.is_datetime64_any_dtype(raw):
+            parsed = raw
+        else:
+            parsed = _to_datetime(raw)
+            retry = parsed.isna() & raw.notna()
+            if retry.any():  # rows written in another format than the first one
+                parsed[retry] = _to_datetime(raw[retry], format="mixed")
+            bad = np.flatnonzero((parsed.isna() & raw.notna()).to_numpy())
+            if len(bad):
+                value, where = _scalar(raw.iloc[bad[0]]), origin.at(bad[0])
+                raise DataError(
+                    f"{origin.path(bad[0])}: column {column!r}: cannot parse {value!r} at {where} as a "
+                    f"date/time ({_rows(len(bad))}); accepted: anything pandas.to_datetime reads, such as "
+                    f"'2024-01-31' or '2024-01-31 13:45:00'"
+                )
+        if getattr(parsed.dtype, "tz", None) is not None:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        return parsed.to_numpy(), missing
+
+    def labels(self, raw: pd.Series, origin: RowOrigin) -> tuple[pd.Series, np.ndarray]:
+        """The target column as class labels, and the rows where it is missing. Labels read as floats
+        only because of missing values are whole numbers again; continuous values are refused."""
+        missing = raw.isna().to_numpy()
+        if ptypes.is_float_dtype(raw):
+            values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+            fractional = np.flatnonzero(~missing & (values != np.round(values)))
+            if len(fractional):
+                example = float(values[fractional[0]])
+                raise DataError(
+                    f"{origin.path(fractional[0])}: target {self.target!r} holds continuous values "
+                    f"({example!r} at {origin.at(fractional[0])}); perennial classifies, so the target "
+                    f"must hold class labels"
+                )
+            raw = raw.astype("Int64")
+        return raw, missing
+
+    def class_ids(
+        self, labels: pd.Series, missing: np.ndarray, classes: list, origin: RowOrigin, unknown: str = "error"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids (-1 where the label is missing or unknown) and the rows whose label is not one of
+        ``classes``: a DataError with ``unknown="error"``, returned for the quarantine otherwise."""
+        y = pd.Index(classes).get_indexer(labels)
+        outside = (y < 0) & ~missing
+        stray = np.flatnonzero(outside)
+        if len(stray) and unknown == "error":
+            raise DataError(
+                f"{origin.path(stray[0])}: target {self.target!r}: label {_scalar(labels.iloc[stray[0]])!r} "
+                f"at {origin.at(stray[0])} is not one of the declared classes {classes} ({_rows(len(stray))})"
+            )
+        return y.astype(np.int64), outside
+
+    # -- features -----------------------------------------------------------------------------------
+
+    def feature_kinds(
+        self, frame: pd.DataFrame, features: list[str], categorical: set[str], origin: RowOrigin
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """Numeric columns as float64 (NaN/inf kept for the quarantine) with their names, and the names
+        of the columns to one-hot encode, each list in ``features`` order."""
+        numeric: list[np.ndarray] = []
+        numeric_cols: list[str] = []
+        text_cols: list[str] = []
+        for column in features:
+            raw = frame[column]
+            declared = column in categorical
+            if not declared and ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
+                numeric.append(raw.to_numpy(dtype=np.float64, na_value=np.nan))
+                numeric_cols.append(column)
+                continue
+            if not declared and (ptypes.is_datetime64_any_dtype(raw) or ptypes.is_timedelta64_dtype(raw)):
+                raise DataError(
+                    f"{origin.name}: feature column {column!r} holds {raw.dtype} values; accepted feature "
+                    f"columns are numeric, text, category or bool: leave it out with `features`"
+                )
+            is_category = isinstance(raw.dtype, pd.CategoricalDtype)
+            if not declared and not ptypes.is_bool_dtype(raw) and not is_category:
+                as_number = self._numeric_text(raw, column, origin)
+                if as_number is not None:
+                    numeric.append(as_number)
+                    numeric_cols.append(column)
+                    continue
+                self._refuse_ids(raw, column, origin)
+            text_cols.append(column)
+        numeric_matrix = np.column_stack(numeric) if numeric else np.empty((len(frame), 0))
+        return numeric_matrix, numeric_cols, text_cols
+
+    def numeric_values(
+        self, frame: pd.DataFrame, numeric_cols: Sequence[str], origin: RowOrigin
+    ) -> np.ndarray:
+        """The numeric columns of rows read after the encoding was fitted, as float64. A value that is
+        not a number means the column's type changed: a DataError naming the file, the row and the value."""
+        numeric = np.empty((len(frame), len(numeric_cols)))
+        for j, column in enumerate(numeric_cols):
+            raw = frame[column]
+            if ptypes.is_numeric_dtype(raw) or ptypes.is_bool_dtype(raw):
+                numeric[:, j] = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+                continue
+            numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.flatnonzero(np.isnan(numbers) & raw.notna().to_numpy())
+            if len(bad):
+                raise DataError(
+                    f"{origin.path(bad[0])}: column {column!r} was numeric when the encoding was fitted on "
+                    f"the first window, but holds {_scalar(raw.iloc[bad[0]])!r} at {origin.at(bad[0])} "
+                    f"({_rows(len(bad))}): its type changed; fix the file, or leave the column out with "
+                    f"`features` (a new model line)"
+                )
+            numeric[:, j] = numbers
+        return numeric
+
+    def _refuse_ids(self, raw: pd.Series, column: str, origin: RowOrigin) -> None:
+        """A text column whose values nearly never repeat (an order id, a free-text comment) cannot be
+        learned from: every new row brings a value no model has seen. Many distinct values that do
+        repeat (airport codes) are fine; the encoding caps them."""
+        values = raw.dropna()
+        if len(values) < ID_MIN_ROWS:
+            return
+        counts = values.value_counts()
+        unique_share = (counts == 1).sum() / len(values)
+        if unique_share >= ID_SHARE:
+            raise DataError(
+                f"{origin.name}: column {column!r} looks like an id or free text: {len(counts)} distinct "
+                f"values in {len(values)} rows, {unique_share:.0%} of rows hold a value no other row has "
+                f"(e.g. {[_scalar(v) for v in counts.index[:3]]}), so there is nothing to learn from it; "
+                f"leave it out by listing the other columns in `features`, or declare it in `categorical` "
+                f"to encode it anyway"
+            )
+
+    def _numeric_text(self, raw: pd.Series, column: str, origin: RowOrigin) -> np.ndarray | None:
+        """A text column holding numbers, as floats; None if it is categorical; DataError if it has typos."""
+        present = raw.notna().to_numpy()
+        if not present.any():
+            return None
+        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        parsed = ~np.isnan(numbers)
+        share = parsed[present].mean()
+        if share == 1.0:
+            return numbers
+        if share >= NUMERIC_SHARE:
+            bad = np.flatnonzero(present & ~parsed)
+            raise DataError(
+                f"{origin.path(bad[0])}: column {column!r} is numeric in {share:.0%} of rows but holds "
+                f"non-numeric {_scalar(raw.iloc[bad[0]])!r} at {origin.at(bad[0])} ({_rows(len(bad))}); fix "
+                f"those values, or leave the column out with `features`, or declare it in `categorical`"
+            )
+        return None
+
+    # -- bad rows -----------------------------------------------------------------------------------
+
+    def bad_rows(
+        self,
+        frame: pd.DataFrame,
+        checks: Sequence[tuple[np.ndarray, str | np.ndarray, str | None]],
+        origin: RowOrigin,
+        scope: str,
+        window: int | None = None,
+    ) -> tuple[np.ndarray, pd.DataFrame, list[DataIssue]]:
+        """Rows the loop cannot learn from, with a reason each: ``checks`` are ``(mask, reason, column)``,
+        a reason being one text or one per row. Returns the mask of bad rows, those rows (the original
+        columns plus ``reason``, ``_row`` and ``_source``) and one issue each. With
+        ``on_bad_rows="error"``, or when more than half of the rows are bad (then the file is wrong, or
+        the column choice, not a few rows), raises a DataError naming ``scope`` and the first bad row."""
+        blank = frame.isna().all(axis=1).to_numpy()
+        reasons = np.full(len(frame), "", dtype=object)
+        first_column = np.full(len(frame), None, dtype=object)
+        for mask, reason, column in [
+            (blank, "blank line", None),
+            *((m & ~blank, r, c) for m, r, c in checks),
+        ]:
+            if isinstance(reason, np.ndarray):
+                reason = reason[mask]
+            fresh = mask & (reasons == "")
+            first_column[fresh] = column
+            reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + "; " + reason)
+        bad = reasons != ""
+        rows = np.flatnonzero(bad)
+        if not len(rows):
+            return bad, pd.DataFrame(), []
+        first = f"{origin.at(rows[0])}: {reasons[rows[0]]}"
+        if self.on_bad_rows == "error":
+            raise DataError(f"{scope}: {len(rows)} bad rows (on_bad_rows='error'); first at {first}")
+        if len(rows) > MAX_QUARANTINED_SHARE * len(frame):
+            common = pd.Series(reasons[rows]).value_counts().index[0]
+            raise DataError(
+                f"{scope}: {len(rows)} of {len(frame)} rows would be quarantined (most often: {common}; "
+                f"first at {first}); this looks like a problem with the file or with the column choice, "
+                f"not a few bad rows"
+            )
+        sources = [origin.path(r) for r in rows]
+        quarantine = frame.iloc[rows].assign(reason=reasons[rows], _row=origin.row[rows], _source=sources)
+        issues = [
+            DataIssue(
+                "bad_row",
+                source,
+                f"{origin.at(r)}: {reasons[r]}",
+                row=int(origin.row[r]),
+                column=first_column[r],
+                window=window,
+            )
+            for r, source in zip(rows, sources, strict=True)
+        ]
+        return bad, quarantine, issues
+
+    def row_checks(
+        self,
+        missing_time: np.ndarray,
+        missing_target: np.ndarray,
+        finite: np.ndarray,
+        numeric_cols: Sequence[str],
+    ) -> list[tuple[np.ndarray, str, str | None]]:
+        """The checks every row goes through, for :meth:`bad_rows`."""
+        checks: list[tuple[np.ndarray, str, str | None]] = [
+            (missing_time, "missing time", self.time_column),
+            (missing_target, "missing target", self.target),
+        ]
+        checks += [
+            (~finite[:, j], f"missing or infinite value in column {c!r}", c)
+            for j, c in enumerate(numeric_cols)
+        ]
+        return checks
+
+    # -- the encoding -------------------------------------------------------------------------------
+
+    def fit_encoding(
+        self,
+        rows: pd.DataFrame,
+        numeric: np.ndarray,
+        numeric_cols: list[str],
+        text_cols: list[str],
+        window_of: np.ndarray,
+        late: Sequence[int] = (),
+    ) -> TableEncoding:
+        """Fit on the first window only, so no window sees the future: the standardisation of each
+        numeric column (one that appears mid-stream, listed in ``late``: on the window it appears in)
+        and the categories of each text column. ``rows`` and ``numeric`` are the kept rows, in time
+        order, and ``window_of`` the window each falls in."""
+        scaled = {}
+        for j, column in enumerate(numeric_cols):
+            present = np.isfinite(numeric[:, j])
+            first = present & (window_of == window_of[np.argmax(present)]) if present.any() else present
+            mean, std = (numeric[first, j].mean(), numeric[first, j].std()) if first.any() else (0.0, 1.0)
+            scaled[j] = NumericColumn(column, float(mean), float(std) if std > 0 else 1.0)
+        first_window = rows[window_of == 0]
+        cap = {"min_frequency": self.min_frequency, "max_categories": self.max_categories}
+        onehot = [CategoricalColumn(c, frequent_categories(first_window[c], **cap)) for c in text_cols]
+        # Columns that appear mid-stream go last, in the order they appear: a stream's columns only
+        # grow at the end (perennial.data.window.present_features), which is what lets a model keep
+        # reading the columns it was trained on.
+        early = [scaled[j] for j in range(len(numeric_cols)) if j not in late]
+        return TableEncoding((*early, *onehot, *(scaled[j] for j in late)))
+
+
+def empty_periods(
+    source: str,
+    before: int,
+    after: int,
+    origin: object,
+    period: pd.Timedelta,
+    window: object,
+    time_column: str,
+) -> DataIssue:
+    """The issue for the empty periods between period ``before`` and period ``after`` (both with rows)."""
+    step = period.to_timedelta64()
+    gap_start = pd.Timestamp(np.datetime64(origin) + (before + 1) * step)
+    gap_end = pd.Timestamp(np.datetime64(origin) + after * step)
+    return DataIssue(
+        "empty_window",
+        source,
+        f"no rows from {gap_start} to {gap_end} ({after - before - 1} empty period(s) of {window!r}, periods "
+        f"{before + 1}..{after - 1} counted from {pd.Timestamp(origin)}); skipped",
+        column=time_column,
+        window=int(before + 1),
+    )
 
 
 @dataclass
@@ -97,6 +482,9 @@ class TableStream(Stream):
     wrong with the file raises :class:`DataError` naming the file, the column and the row; rows are
     0-based data rows, and for text files the line number in the file is given too.
 
+    A directory of partitions that keeps growing is :class:`perennial.data.partitions.PartitionedTable`;
+    :func:`open_table` picks the one a path needs.
+
     >>> stream = TableStream("sales.csv", time_column="date", target="churned", window="7D")  # doctest: +SKIP
     """
 
@@ -121,31 +509,41 @@ class TableStream(Stream):
     def __post_init__(self) -> None:
         self.path = Path(self.path).expanduser()
         self.name = self.path.stem
-        period = _parse_window(self.window)
-        if self.on_bad_rows not in BAD_ROW_POLICIES:
-            raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}; got {self.on_bad_rows!r}")
+        period = parse_window(self.window)
+        checks = TableChecks.of(self)
         if self.classes is not None and len(self.classes) == 0:
             raise ValueError("classes, when given, must list at least one class")
-        for name in ("min_frequency", "max_categories"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1; got {value!r}")
 
         frame = self._read()
-        features, categorical = self._feature_columns(frame)
-        times, missing_time = self._parse_time(frame[self.time_column], period)
-        y, missing_target = self._encode_target(frame[self.target])
-        numeric, numeric_cols, text_cols = self._feature_kinds(frame, features, categorical)
+        origin = RowOrigin.of_file(
+            self.path, len(frame), lines=SEPARATORS[self.path.suffix.lower()] is not None
+        )
+        features, categorical = checks.feature_columns(list(frame.columns), str(self.path))
+        times, missing_time = checks.parse_time(frame[self.time_column], period, origin)
+        labels, missing_target = checks.labels(frame[self.target], origin)
+        self.classes = list(self.classes) if self.classes is not None else sorted_values(labels)
+        y, _ = checks.class_ids(labels, missing_target, self.classes, origin)
+        numeric, numeric_cols, text_cols = checks.feature_kinds(frame, features, categorical, origin)
 
         usable = ~(missing_time | missing_target | frame.isna().all(axis=1).to_numpy())
         late = self._late_columns(numeric, times, usable, period)
-        bad = self._quarantine(frame, times, missing_time, missing_target, numeric, numeric_cols, late)
+        finite = np.isfinite(numeric)
+        for j, appeared in late.items():  # missing before the column appeared is not a bad row
+            finite[:, j] |= ~missing_time & (times < appeared)
+        bad, self.quarantine, issues = checks.bad_rows(
+            frame,
+            checks.row_checks(missing_time, missing_target, finite, numeric_cols),
+            origin,
+            str(self.path),
+        )
+        self.issues += issues
         keep = np.flatnonzero(~bad)
         order = keep[np.argsort(times[keep], kind="stable")]
         times, y, numeric = times[order], y[order], numeric[order]
         rows = frame.iloc[order].reset_index(drop=True)
 
-        self.encoding = self._fit_encoding(rows, numeric, numeric_cols, text_cols, late, times, period)
+        window_of = self._window_numbers(times, period)
+        self.encoding = checks.fit_encoding(rows, numeric, numeric_cols, text_cols, window_of, list(late))
         x = self.encoding.transform(rows)  # the same code that re-encodes raw rows from a stored version
         self.feature_names = self.encoding.feature_names
         self.feature_shape = (x.shape[1],)
@@ -163,35 +561,6 @@ class TableStream(Stream):
         every version, and :meth:`TableEncoding.from_dict` applies it to raw rows again."""
         assert self.encoding is not None  # fitted in __post_init__
         return self.encoding.to_dict()
-
-    def _fit_encoding(
-        self,
-        rows: pd.DataFrame,
-        numeric: np.ndarray,
-        numeric_cols: list[str],
-        text_cols: list[str],
-        late: dict[int, object],
-        times: np.ndarray,
-        period: int | pd.Timedelta,
-    ) -> TableEncoding:
-        """Fit on the first window only, so no window sees the future: the standardisation of each
-        numeric column (one that appears mid-stream: on the window it appears in) and the categories
-        of each text column. ``rows`` and ``numeric`` are the kept rows, in time order."""
-        window_of = self._window_numbers(times, period)
-        scaled = {}
-        for j, column in enumerate(numeric_cols):
-            present = np.isfinite(numeric[:, j])
-            first = present & (window_of == window_of[np.argmax(present)]) if present.any() else present
-            mean, std = (numeric[first, j].mean(), numeric[first, j].std()) if first.any() else (0.0, 1.0)
-            scaled[j] = NumericColumn(column, float(mean), float(std) if std > 0 else 1.0)
-        first_window = rows[window_of == 0]
-        cap = {"min_frequency": self.min_frequency, "max_categories": self.max_categories}
-        onehot = [CategoricalColumn(c, frequent_categories(first_window[c], **cap)) for c in text_cols]
-        # Columns that appear mid-stream go last, in the order they appear: a stream's columns only
-        # grow at the end (perennial.data.window.present_features), which is what lets a model keep
-        # reading the columns it was trained on.
-        early = [scaled[j] for j in range(len(numeric_cols)) if j not in late]
-        return TableEncoding((*early, *onehot, *(scaled[j] for j in late)))
 
     @staticmethod
     def _window_numbers(times: np.ndarray, period: int | pd.Timedelta) -> np.ndarray:
@@ -221,14 +590,6 @@ class TableStream(Stream):
                 late[j] = times[rows[first]]
         return dict(sorted(late.items(), key=lambda item: (item[1], item[0])))
 
-    # -- reading and checking -------------------------------------------------------------------
-
-    def _at(self, row: int) -> str:
-        """Where a data row is, in words a user can find in the file."""
-        if SEPARATORS[self.path.suffix.lower()] is None:
-            return f"row {row}"
-        return f"row {row} (line {row + 2} of the file)"  # line 1 is the header
-
     def _read(self) -> pd.DataFrame:
         suffix = self.path.suffix.lower()
         if suffix not in SEPARATORS:
@@ -254,213 +615,6 @@ class TableStream(Stream):
             raise DataError(f"{self.path}: the file has no data rows")
         return frame.reset_index(drop=True)
 
-    def _feature_columns(self, frame: pd.DataFrame) -> tuple[list[str], set[str]]:
-        features = (
-            list(self.features)
-            if self.features is not None
-            else [c for c in frame.columns if c not in (self.time_column, self.target)]
-        )
-        categorical = list(self.categorical or [])
-        roles = [(self.time_column, "time_column"), (self.target, "target")]
-        roles += [(c, "features") for c in features] + [(c, "categorical") for c in categorical]
-        for column, role in roles:
-            if column not in frame.columns:
-                raise DataError(
-                    f"{self.path}: column {column!r} ({role}) not found; "
-                    f"the file has columns {list(frame.columns)}"
-                )
-        for column in (self.time_column, self.target):
-            if column in features:
-                raise ValueError(f"{self.path}: column {column!r} cannot be a feature and the time or target")
-        for column in categorical:
-            if column not in features:
-                raise ValueError(f"{self.path}: categorical {column!r} is not in the features {features}")
-        if not features:
-            raise DataError(f"{self.path}: no feature columns; the file has columns {list(frame.columns)}")
-        return features, set(categorical)
-
-    def _parse_time(self, raw: pd.Series, period: int | pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
-        """Times as a numpy array (datetime64, or numbers for row-count windows) and the missing ones."""
-        column = self.time_column
-        missing = raw.isna().to_numpy()
-        if ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
-            if isinstance(period, pd.Timedelta):
-                raise DataError(
-                    f"{self.path}: column {column!r} holds numbers, not dates, so it cannot be cut into "
-                    f"periods of {self.window!r}; use a row-count window (e.g. window=500) or store dates"
-                )
-            if missing.any():  # NaN (quarantined below) rather than pd.NA, which numpy cannot sort
-                return raw.to_numpy(dtype=np.float64, na_value=np.nan), missing
-            return raw.to_numpy(), missing
-        if ptypes.is_datetime64_any_dtype(raw):
-            parsed = raw
-        else:
-            parsed = _to_datetime(raw)
-            retry = parsed.isna() & raw.notna()
-            if retry.any():  # rows written in another format than the first one
-                parsed[retry] = _to_datetime(raw[retry], format="mixed")
-            bad = np.flatnonzero((parsed.isna() & raw.notna()).to_numpy())
-            if len(bad):
-                raise DataError(
-                    f"{self.path}: column {column!r}: cannot parse {_scalar(raw.iloc[bad[0]])!r} at "
-                    f"{self._at(bad[0])} as a date/time ({_rows(len(bad))}); accepted: anything "
-                    f"pandas.to_datetime reads, such as '2024-01-31' or '2024-01-31 13:45:00'"
-                )
-        if getattr(parsed.dtype, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        return parsed.to_numpy(), missing
-
-    def _encode_target(self, raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids for every row (-1 where the target is missing), and the missing rows."""
-        column = self.target
-        missing = raw.isna().to_numpy()
-        if ptypes.is_float_dtype(raw):
-            values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
-            fractional = np.flatnonzero(~missing & (values != np.round(values)))
-            if len(fractional):
-                example = float(values[fractional[0]])
-                raise DataError(
-                    f"{self.path}: target {column!r} holds continuous values ({example!r} at "
-                    f"{self._at(fractional[0])}); perennial classifies, so the target must hold class labels"
-                )
-            raw = raw.astype("Int64")  # labels 0.0/1.0 only look like floats because of missing values
-        if self.classes is None:
-            self.classes = _sorted_values(raw)
-        else:
-            self.classes = list(self.classes)
-        y = pd.Index(self.classes).get_indexer(raw)
-        unknown = np.flatnonzero((y < 0) & ~missing)
-        if len(unknown):
-            raise DataError(
-                f"{self.path}: target {column!r}: label {_scalar(raw.iloc[unknown[0]])!r} at "
-                f"{self._at(unknown[0])} is not one of the declared classes {self.classes} "
-                f"({_rows(len(unknown))})"
-            )
-        return y.astype(np.int64), missing
-
-    def _feature_kinds(
-        self, frame: pd.DataFrame, features: list[str], categorical: set[str]
-    ) -> tuple[np.ndarray, list[str], list[str]]:
-        """Numeric columns as float64 (NaN/inf kept for the quarantine) with their names, and the names
-        of the columns to one-hot encode, each list in ``features`` order."""
-        numeric: list[np.ndarray] = []
-        numeric_cols: list[str] = []
-        text_cols: list[str] = []
-        for column in features:
-            raw = frame[column]
-            declared = column in categorical
-            if not declared and ptypes.is_numeric_dtype(raw) and not ptypes.is_bool_dtype(raw):
-                numeric.append(raw.to_numpy(dtype=np.float64, na_value=np.nan))
-                numeric_cols.append(column)
-                continue
-            if not declared and (ptypes.is_datetime64_any_dtype(raw) or ptypes.is_timedelta64_dtype(raw)):
-                raise DataError(
-                    f"{self.path}: feature column {column!r} holds {raw.dtype} values; accepted feature "
-                    f"columns are numeric, text, category or bool: leave it out with `features`"
-                )
-            is_category = isinstance(raw.dtype, pd.CategoricalDtype)
-            if not declared and not ptypes.is_bool_dtype(raw) and not is_category:
-                as_number = self._numeric_text(raw, column)
-                if as_number is not None:
-                    numeric.append(as_number)
-                    numeric_cols.append(column)
-                    continue
-                self._refuse_ids(raw, column)
-            text_cols.append(column)
-        n = len(frame)
-        numeric_matrix = np.column_stack(numeric) if numeric else np.empty((n, 0))
-        return numeric_matrix, numeric_cols, text_cols
-
-    def _refuse_ids(self, raw: pd.Series, column: str) -> None:
-        """A text column whose values nearly never repeat (an order id, a free-text comment) cannot be
-        learned from: every new row brings a value no model has seen. Many distinct values that do
-        repeat (airport codes) are fine; the encoding caps them."""
-        values = raw.dropna()
-        if len(values) < ID_MIN_ROWS:
-            return
-        counts = values.value_counts()
-        unique_share = (counts == 1).sum() / len(values)
-        if unique_share >= ID_SHARE:
-            raise DataError(
-                f"{self.path}: column {column!r} looks like an id or free text: {len(counts)} distinct "
-                f"values in {len(values)} rows, {unique_share:.0%} of rows hold a value no other row has "
-                f"(e.g. {[_scalar(v) for v in counts.index[:3]]}), so there is nothing to learn from it; "
-                f"leave it out by listing the other columns in `features`, or declare it in `categorical` "
-                f"to encode it anyway"
-            )
-
-    def _numeric_text(self, raw: pd.Series, column: str) -> np.ndarray | None:
-        """A text column holding numbers, as floats; None if it is categorical; DataError if it has typos."""
-        present = raw.notna().to_numpy()
-        if not present.any():
-            return None
-        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        parsed = ~np.isnan(numbers)
-        share = parsed[present].mean()
-        if share == 1.0:
-            return numbers
-        if share >= NUMERIC_SHARE:
-            bad = np.flatnonzero(present & ~parsed)
-            raise DataError(
-                f"{self.path}: column {column!r} is numeric in {share:.0%} of rows but holds non-numeric "
-                f"{_scalar(raw.iloc[bad[0]])!r} at {self._at(bad[0])} ({_rows(len(bad))}); fix those values, "
-                f"or leave the column out with `features`, or declare it in `categorical`"
-            )
-        return None
-
-    def _quarantine(
-        self,
-        frame: pd.DataFrame,
-        times: np.ndarray,
-        missing_time: np.ndarray,
-        missing_target: np.ndarray,
-        numeric: np.ndarray,
-        numeric_cols: list[str],
-        late: dict[int, object],
-    ) -> np.ndarray:
-        """Set aside rows the loop cannot learn from, with a reason each; returns the mask of those rows.
-        A column in ``late`` may be missing in the rows from before it appeared."""
-        blank = frame.isna().all(axis=1).to_numpy()
-        checks = [(blank, "blank line", None)]
-        checks += [(missing_time & ~blank, "missing time", self.time_column)]
-        checks += [(missing_target & ~blank, "missing target", self.target)]
-        finite = np.isfinite(numeric)
-        for j, appeared in late.items():
-            finite[:, j] |= ~missing_time & (times < appeared)
-        checks += [
-            (~finite[:, j] & ~blank, f"missing or infinite value in column {c!r}", c)
-            for j, c in enumerate(numeric_cols)
-        ]
-        reasons = np.full(len(frame), "", dtype=object)
-        first_column = np.full(len(frame), None, dtype=object)
-        for mask, reason, column in checks:
-            fresh = mask & (reasons == "")
-            first_column[fresh] = column
-            reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + "; " + reason)
-        bad = reasons != ""
-        rows = np.flatnonzero(bad)
-        if not len(rows):
-            return bad
-        first = f"{self._at(rows[0])}: {reasons[rows[0]]}"
-        if self.on_bad_rows == "error":
-            raise DataError(f"{self.path}: {len(rows)} bad rows (on_bad_rows='error'); first at {first}")
-        if len(rows) > MAX_QUARANTINED_SHARE * len(frame):
-            common = pd.Series(reasons[rows]).value_counts().index[0]
-            raise DataError(
-                f"{self.path}: {len(rows)} of {len(frame)} rows would be quarantined (most often: {common}; "
-                f"first at {first}); this looks like a problem with the file or with the column choice, "
-                f"not a few bad rows"
-            )
-        source = str(self.path)
-        self.quarantine = frame.iloc[rows].assign(reason=reasons[rows], _row=rows, _source=source)
-        self.issues += [
-            DataIssue("bad_row", source, f"{self._at(r)}: {reasons[r]}", row=int(r), column=first_column[r])
-            for r in rows
-        ]
-        return bad
-
-    # -- windows ----------------------------------------------------------------------------------
-
     def _windows_by_period(
         self, x: np.ndarray, y: np.ndarray, times: np.ndarray, period: pd.Timedelta
     ) -> list[Window]:
@@ -476,17 +630,9 @@ class TableStream(Stream):
             windows.append(Window(k, start, start + period, x[s:e], y[s:e], times[s:e]))
         for before, after in itertools.pairwise(periods):
             if after - before > 1:
-                gap_start = pd.Timestamp(origin + (before + 1) * step)
-                gap_end = pd.Timestamp(origin + after * step)
                 self.issues.append(
-                    DataIssue(
-                        "empty_window",
-                        str(self.path),
-                        f"no rows from {gap_start} to {gap_end} ({after - before - 1} empty period(s) of "
-                        f"{self.window!r}, periods {before + 1}..{after - 1} counted from "
-                        f"{pd.Timestamp(origin)}); skipped",
-                        column=self.time_column,
-                        window=int(before + 1),
+                    empty_periods(
+                        str(self.path), before, after, origin, period, self.window, self.time_column
                     )
                 )
         return windows

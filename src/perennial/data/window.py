@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -118,6 +119,12 @@ class Stream(ABC):
     # Keyword-only, so that every stream takes it after its own arguments.
     label_delay: int | str = field(default=0, kw_only=True)
 
+    # How many windows poll() has handed out; part of state_dict().
+    polled: int = field(init=False, default=0, repr=False)
+    # A source that grows (partitions landing) may have more windows tomorrow: too few today means
+    # "wait", where a finished history with too few is an error.
+    growing: ClassVar[bool] = False
+
     @abstractmethod
     def windows(self) -> list[Window]:
         """All windows in time order. Empty windows are skipped and reported in ``issues``."""
@@ -127,6 +134,52 @@ class Stream(ABC):
 
     def __len__(self) -> int:
         return len(self.windows())
+
+    # ---- what the loop reads: a source that may keep growing ------------------------------------
+    # The loop never asks for "all windows". It polls for the windows that became complete since the
+    # last poll, re-reads an earlier one when it needs it (late labels, the gate's past windows, a
+    # retrain on history), and checkpoints the source with its own state, in one transaction. A
+    # finished history is complete at once: the first poll gives every window, later polls none.
+    # A source that grows (perennial.data.partitions) overrides all four.
+
+    def poll(self) -> list[Window]:
+        """The windows that became complete since the last poll, in order, their indices continuing
+        from ``polled``."""
+        new = self.windows()[self.polled :]
+        self.polled += len(new)
+        return new
+
+    def window_at(self, index: int) -> Window:
+        """Window ``index`` (one already polled) again; a lazy source reads it again."""
+        windows = self.windows()
+        if not 0 <= index < len(windows):
+            raise IndexError(f"stream {self.name!r} has no window {index} ({len(windows)} windows)")
+        return windows[index]
+
+    def land_labels(self, index: int) -> Window:
+        """Window ``index`` with the labels that have landed for it (``label_delay`` after it was
+        served): a source whose labels arrive apart from its inputs gives class id -1 to rows still
+        without one, and keeps to what it gave, so that reading the window again gives the same.
+        Here labels come with the inputs."""
+        return self.window_at(index)
+
+    @property
+    def records_landings(self) -> bool:
+        """Whether ``land_labels`` changes the source's state (labels that arrive apart from the
+        inputs), so that the loop saves it after landings too, not only after polls."""
+        return False
+
+    def state_dict(self) -> dict:
+        """What the source has handed out, as plain JSON."""
+        return {"polled": self.polled}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.polled = int(state["polled"])
+
+    def input_report(self) -> dict:
+        """Counts a growing source keeps about its input (rows that landed after their window was
+        processed, files set aside), for summary.json; a finished history has none."""
+        return {}
 
     @property
     def n_classes(self) -> int:
@@ -182,3 +235,47 @@ def label_arrivals(windows: list[Window], first: int, delay: int | str) -> dict[
         if step < len(windows):
             arrivals.setdefault(step, []).append(w)
     return arrivals
+
+
+class WindowFeed(Stream):
+    """A source the caller pushes windows into (``ContinuousDeployment.process``), for users with their
+    own scheduler. Windows are numbered from 0 in the order pushed; they stay in memory, so a new
+    process pushes its history again from window 0 and the loop takes what it already processed as
+    history. ``classes`` and ``feature_shape`` describe every window to come.
+
+    >>> feed = WindowFeed("orders", feature_shape=(2,), classes=[0, 1])
+    >>> x, y, t = np.zeros((3, 2), np.float32), np.array([0, 1, 0]), np.arange(3)
+    >>> feed.push(Window(0, 0, 2, x, y, t))
+    >>> [w.index for w in feed.poll()], feed.poll()
+    ([0], [])
+    """
+
+    growing: ClassVar[bool] = True
+
+    def __init__(
+        self, name: str, feature_shape: Sequence[int], classes: Sequence, label_delay: int | str = 0
+    ):
+        self.name, self.feature_shape, self.classes = name, tuple(feature_shape), list(classes)
+        self.issues, self.quarantine, self.label_delay = [], pd.DataFrame(), label_delay
+        self.polled, self._pushed = 0, []
+        if not self.feature_shape or not self.classes:
+            raise ValueError("a WindowFeed needs the feature_shape and the classes of the windows to come")
+
+    def push(self, *windows: Window) -> None:
+        """Add the next windows; each must continue the numbering and match the feed's shape."""
+        for window in windows:
+            if window.index < len(self._pushed):
+                continue  # history pushed again by a new process: kept as it was
+            if window.index != len(self._pushed):
+                raise DataError(f"window {window.index} pushed where window {len(self._pushed)} was due")
+            if tuple(window.x.shape[1:]) != self.feature_shape:
+                raise DataError(
+                    f"window {window.index} has rows of shape {window.x.shape[1:]}; the feed's is "
+                    f"{self.feature_shape}"
+                )
+            if len(window) and (window.y.min() < 0 or window.y.max() >= len(self.classes)):
+                raise DataError(f"window {window.index} has labels outside 0..{len(self.classes) - 1}")
+            self._pushed.append(window)
+
+    def windows(self) -> list[Window]:
+        return list(self._pushed)

@@ -150,6 +150,21 @@ class ClassifierModule(L.LightningModule):
         return torch.cat(captured) if captured else torch.empty(0, last[-1].in_features)
 
 
+def build_classifier(
+    backbone_factory,
+    in_shape: tuple[int, ...],
+    n_classes: int,
+    known_classes: int | None = None,
+    n_features: int | None = None,
+) -> ClassifierModule:
+    """A fresh model for a stream's schema, or for the first ``known_classes`` classes and the first
+    ``n_features`` columns of a schema that has grown since. The training run and the server both
+    build models here, so a version's weights always fit the module the server makes for it."""
+    shape = (n_features,) if n_features is not None else tuple(in_shape)
+    backbone = backbone_factory(in_shape=shape, n_classes=known_classes or n_classes)
+    return ClassifierModule(backbone, n_classes, known_classes, n_features)
+
+
 def _grown_moments(optimizer_state: dict, positions: list[int], rows: int) -> dict:
     """An Adam state dict whose tensors for the parameters at ``positions`` (the head's weight and
     bias) are padded with zero rows to ``rows`` rows."""

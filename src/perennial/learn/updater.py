@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar
@@ -107,8 +107,9 @@ class Update(ABC):
     def replay_count(self, n_new: int, buffer: ReplayBuffer | None) -> int:
         return 0
 
-    def choose(self, versions: Sequence) -> Update:
-        """The update to run next, given the registry's versions in creation order (this one)."""
+    def choose(self, newest_first: Iterable) -> Update:
+        """The update to run next, given the registry's versions newest first (read lazily, so a
+        long run pays for the versions a choice looks at, not for all of them): this one."""
         return self
 
     def retrain(self) -> Update:
@@ -267,8 +268,8 @@ class HybridUpdate(Update):
 
     >>> from types import SimpleNamespace as V
     >>> hybrid = HybridUpdate(retrain_every=3)
-    >>> [hybrid.choose([V(kind=k) for k in ks]).kind for ks in (["stateless"], ["stateless", "stateful"],
-    ...  ["stateless", "stateful", "stateful"])]
+    >>> [hybrid.choose([V(kind=k) for k in ks]).kind for ks in (["stateless"], ["stateful", "stateless"],
+    ...  ["stateful", "stateful", "stateless"])]
     ['stateful', 'stateful', 'stateless']
     """
 
@@ -293,9 +294,9 @@ class HybridUpdate(Update):
     def retrain(self) -> Update:
         return self.stateless
 
-    def choose(self, versions: Sequence) -> Update:
+    def choose(self, newest_first: Iterable) -> Update:
         since = 0  # updates since the newest stateless version (v1 is one)
-        for version in reversed(versions):
+        for version in newest_first:
             if version.kind == "stateless":
                 break
             since += 1

@@ -98,6 +98,15 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (version, name)
 );
 """
+# Each window's row of windows.csv, written as the loop commits the window (and again when its labels
+# land), so that the checkpoint stays the same size however long the run. Registries from before it
+# gain it with their first row.
+_ROWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS window_rows (
+    "window" INTEGER PRIMARY KEY,
+    row TEXT NOT NULL
+);
+"""
 _TABLES = ("versions", "champion_history", "decisions", "state")
 
 
@@ -223,7 +232,11 @@ class Registry:
             if not readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             if not exists:
-                self._conn.executescript(_SCHEMA + _FILES_SCHEMA)
+                self._conn.executescript(_SCHEMA + _FILES_SCHEMA + _ROWS_SCHEMA)
+            if not readonly:
+                # "Which is the champion" is asked at every window: without an index it reads every
+                # version, a cost that grows with the run.
+                self._conn.execute("CREATE INDEX IF NOT EXISTS versions_status ON versions (status)")
         except sqlite3.DatabaseError as err:
             self._conn.close()
             if _is_busy(err):
@@ -324,7 +337,17 @@ class Registry:
 
     def next_id(self, kind: str, parent: str | None) -> str:
         """The id the next version of ``kind`` (fine-tuned from ``parent`` if stateful) should take."""
-        return next_version_id(self.ids(), kind, parent)
+        # Only the ids that decide it are read: the major lines' roots, or the parent's line, and its
+        # highest minor is found by SQLite, so the cost does not grow with every version of a long run.
+        if kind == "stateful" and parent is not None:
+            major = parse_version(parent)[0]
+            if self._row(parent) is None:
+                return next_version_id([], kind, parent)  # the error that names the unknown parent
+            query = "SELECT MAX(CAST(substr(id, ?) AS INTEGER)) FROM versions WHERE id GLOB ?"
+            highest = self._conn.execute(query, (len(f"v{major}.") + 1, f"v{major}.*")).fetchone()[0]
+            return f"v{major}.{(highest or 0) + 1}"
+        roots = [row["id"] for row in self._conn.execute("SELECT id FROM versions WHERE id NOT GLOB '*.*'")]
+        return next_version_id(roots, kind, parent)
 
     def add(
         self,
@@ -395,8 +418,11 @@ class Registry:
         return checksums
 
     def _has_files_table(self) -> bool:
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'"
-        return self._conn.execute(query).fetchone() is not None
+        return self._has_table("files")
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._conn.execute(query, (name,)).fetchone() is not None
 
     def _insert_row(self, record: VersionRecord) -> None:
         values = asdict(record)
@@ -434,6 +460,11 @@ class Registry:
         """All versions in the index, in version order (v1, v1.1, v1.2, v2, ...)."""
         records = [self._record(row) for row in self._conn.execute("SELECT * FROM versions")]
         return sorted(records, key=lambda r: version_key(r.id))
+
+    def newest_first(self) -> Iterator[VersionRecord]:
+        """Versions in the reverse of the order they were added, read as the caller goes."""
+        for row in self._conn.execute("SELECT * FROM versions ORDER BY rowid DESC").fetchall():
+            yield self._record(row)
 
     def checksums(self, version: str) -> dict[str, str]:
         """The sha256 of each of ``version``'s files, by file name; empty for a version stored before
@@ -670,6 +701,34 @@ class Registry:
     def get_state(self, key: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return json.loads(row["value"]) if row else default
+
+    # -- the loop's window rows ---------------------------------------------------------------------
+
+    def put_window_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write (or replace) each row of ``rows``, keyed by its ``window``."""
+        if not rows:
+            return
+        with self.transaction():
+            if not self._has_table("window_rows"):
+                self._conn.execute(_ROWS_SCHEMA)
+            self._conn.executemany(
+                'INSERT INTO window_rows ("window", row) VALUES (?, ?)'
+                ' ON CONFLICT("window") DO UPDATE SET row = excluded.row',
+                [(int(r["window"]), _to_json(r)) for r in rows],
+            )
+
+    def window_rows(self, since: int = 0) -> list[dict[str, Any]]:
+        """The rows of windows ``since`` on, in window order."""
+        if not self._has_table("window_rows"):
+            return []
+        query = 'SELECT row FROM window_rows WHERE "window" >= ? ORDER BY "window"'
+        return [json.loads(r["row"]) for r in self._conn.execute(query, (since,))]
+
+    def window_row(self, window: int) -> dict[str, Any] | None:
+        if not self._has_table("window_rows"):
+            return None
+        found = self._conn.execute('SELECT row FROM window_rows WHERE "window" = ?', (window,)).fetchone()
+        return json.loads(found["row"]) if found else None
 
     # -- display ------------------------------------------------------------------------------------
 

@@ -16,23 +16,27 @@ from perennial.registry import Registry, atomic_write_text
 from perennial.report.figures import figure, save
 
 ROLLOUT_COLUMNS = ("rollout", "rollout_candidate", "rollout_decision", "rollout_p_value")
+ROW_COLUMNS = ("window", "n", "n_labelled", "champion", "served_accuracy", "static_accuracy", "decision")
 
 
 def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, recent: int = 10) -> dict:
     """The run's headline numbers, from the loop's per-window rows, the registry and the accuracy matrix."""
-    rows = pd.DataFrame(state["rows"])
+    # A run that has served no window yet (only its warm-up has landed) still has every column.
+    rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else ROW_COLUMNS)
     versions = registry.versions()
     champions = [h["version"] for h in registry.champion_history()]
     # Rows of the matrix in the order versions held the champion role, for forgetting and BWT.
-    order = [v for i, v in enumerate(champions) if v not in champions[:i]]
-    trained = [max(registry.get(v).trained_on_windows) for v in order]
+    # The matrix covers the newest loop.matrix_windows windows, and the champions that served them.
+    order = [v for i, v in enumerate(champions) if v not in champions[:i] and v in matrix.index]
+    first = int(matrix.columns[0]) if len(matrix.columns) else 0
+    trained = [max(registry.get(v).trained_on_windows) - first for v in order]
     m = matrix.loc[order].to_numpy(dtype=float)
     tail = rows.tail(recent)
     # A candidate that passed the gate into a live rollout is decided by it, windows later.
     live = rows["rollout_decision"] if "rollout_decision" in rows else pd.Series(dtype=object)
     return {
         "stream": stream.name,
-        "windows": len(stream.windows()),
+        "windows": state.get("windows", len(rows)),
         "evaluated_windows": len(rows),
         "versions": [
             {
@@ -54,8 +58,8 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
             "served_accuracy": _mean(tail["served_accuracy"]),
             "static_accuracy": _mean(tail["static_accuracy"]),
         },
-        "forgetting": forgetting(m, trained),
-        "backward_transfer": backward_transfer(m, trained),
+        "forgetting": forgetting(m, trained) if order else float("nan"),
+        "backward_transfer": backward_transfer(m, trained) if order else float("nan"),
         "updates": int((rows["decision"] != "").sum()),
         "promoted": int((rows["decision"] == "promoted").sum() + (live == "promote").sum()),
         "rejected": int((rows["decision"] == "rejected").sum() + (live == "reject").sum()),
@@ -85,12 +89,17 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         # ended; a sweep over the delay (perennial-report) shows what the wait costs.
         "label_delay": getattr(stream, "label_delay", 0),
         "unlabelled_windows": int(rows["served_accuracy"].isna().sum()),
+        # Rows of labelled windows whose own label never landed (labels arriving apart from inputs).
+        "unlabelled_rows": _unlabelled_rows(rows),
         # Windows the screen set aside as poisoned, with the checks that flagged them.
         "quarantined_windows": [
             {"window": q["window"], "flagged": q["flagged"], "reason": q["reason"]}
             for q in state.get("quarantined", [])
         ],
         "empty_windows": [i.message for i in stream.issues if i.kind == "empty_window"],
+        # A growing source's account of its input: rows that landed after their window was processed,
+        # files set aside (perennial.data.partitions).
+        "input": state.get("input", {}),
     }
 
 
@@ -121,6 +130,13 @@ def guard_line(summary: dict) -> str:
     return f"updating did no significant harm against v1 never updated over {span} ({numbers})"
 
 
+def _unlabelled_rows(rows: pd.DataFrame) -> int:
+    if "n_labelled" not in rows:  # rows from before the column
+        return 0
+    labelled = rows[rows["n_labelled"].notna()]
+    return int((labelled["n"] - labelled["n_labelled"]).sum())
+
+
 def _mean(s: pd.Series) -> float:
     value = float(pd.to_numeric(s, errors="coerce").mean())
     return round(value, 6) if not math.isnan(value) else value
@@ -131,12 +147,13 @@ def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFram
     counts a job with one as finished, so a job cut off while plotting is resumed, not skipped."""
     run_dir = Path(run_dir)
     paths = [run_dir / n for n in ("windows.csv", "accuracy_matrix.csv")]
-    atomic_write_text(paths[0], pd.DataFrame(state["rows"]).to_csv(index=False))
+    rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else ROW_COLUMNS)
+    atomic_write_text(paths[0], rows.to_csv(index=False))
     atomic_write_text(paths[1], matrix.to_csv(index_label="version"))
     if len(stream.quarantine):
         paths.append(run_dir / "quarantine.csv")
         atomic_write_text(paths[-1], stream.quarantine.to_csv(index=False))
-    paths.append(plot_accuracy(pd.DataFrame(state["rows"]), run_dir / "accuracy_over_time.png", stream.name))
+    paths.append(plot_accuracy(rows, run_dir / "accuracy_over_time.png", stream.name))
     paths.append(plot_matrix(matrix, run_dir / "accuracy_matrix.png"))
     paths.append(run_dir / "summary.json")
     atomic_write_text(paths[-1], json.dumps(summary, indent=2, default=str) + "\n")

@@ -4,9 +4,12 @@ feedback, runs shadow, A/B and canary rollouts, and swaps models under load with
 
 Endpoints: ``POST /predict``, ``POST /rank``, ``POST /feedback``, ``GET /status``, ``GET /metrics``
 and the admin ``POST /rollout``, ``POST /promote``, ``POST /rollback`` (bearer token). See docs/serve.md.
+``/predict`` and ``/rank`` take rows as numeric arrays, or as raw named rows (``{"temp": 12.3,
+"carrier": "UA"}``) that the version's stored pipeline encodes as its training rows were.
 The HTTP edge both modes share (body parsing, auth, error answers) is ``perennial.serve.edge``.
 """
 
+import asyncio
 import logging
 import os
 import queue
@@ -14,6 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from perennial.data.window import DataError
 from perennial.registry.store import UnknownVersion
 from perennial.serve.batching import MicroBatcher
 from perennial.serve.log import RequestLog, Served
@@ -36,6 +41,7 @@ from perennial.serve.models import (
 
 TOKEN_ENV = "PERENNIAL_SERVE_TOKEN"
 BATCHING = ("auto", "on", "off")
+INLINE_ROWS = 64  # named rows beyond this are encoded in a worker thread, off the event loop
 MODES = ("classifier", "recommender")
 log = logging.getLogger("perennial.serve")
 
@@ -61,7 +67,7 @@ class ServeSettings:
     # Follow the registry: every poll_s seconds, serve its champion if another process changed it.
     follow: bool = True
     poll_s: float = 1.0
-    fallback: FallbackBuilder | None = None  # builds versions stored without data/model configs
+    fallback: FallbackBuilder | None = None  # rebuilds versions stored without a pipeline extra
     # classifier: /predict and /rank of a classifier; recommender: sessions over a recommender version
     mode: str = "classifier"
     # Recommender mode's sessions (perennial.recommend): how many live at once (least recently used
@@ -224,12 +230,17 @@ class ModelServer:
         self.log.close()
 
     # ---- requests ---------------------------------------------------------------------------------
-    async def predict(self, unit: str, rows: list[list[float]]) -> dict[str, Any]:
+    async def predict(self, unit: str, rows: Sequence[Sequence[float] | Mapping[str, Any]]) -> dict[str, Any]:
+        """Predictions for ``rows``: numeric arrays, or raw named rows that the serving version's
+        pipeline encodes (``InputPipeline.encode_rows``)."""
         start = time.perf_counter()
         deployment = self.deployment  # this request's models, whatever swaps meanwhile
         arm = deployment.route(unit)
         model = deployment.model(arm)
-        x = _features(rows, model)
+        if len(rows) > INLINE_ROWS and isinstance(rows[0], Mapping):
+            x = await asyncio.to_thread(_inputs, rows, model)
+        else:
+            x = _inputs(rows, model)
         if self.batching:
             predictions, probabilities = await self.batcher.predict(model, x)
         else:
@@ -249,15 +260,19 @@ class ModelServer:
         )
         await self.log.log_request(served)  # answered only once its row is committed
         self.metrics.served(arm, len(x))
-        return {
+        out = {
             "request_id": request_id,
             "arm": arm,
             "version": model.version,
             "predictions": served.predictions,
             "probabilities": probabilities.tolist(),
         }
+        classes = model.inputs.classes
+        if len(classes) == probabilities.shape[1]:  # unknown for versions stored without a pipeline
+            out["predicted_classes"] = [classes[p] for p in served.predictions]
+        return out
 
-    async def rank(self, unit: str, row: list[float], k: int) -> dict[str, Any]:
+    async def rank(self, unit: str, row: Sequence[float] | Mapping[str, Any], k: int) -> dict[str, Any]:
         """The top ``k`` classes for one row, best first; during an interleave rollout, a team-draft
         mix of the champion's and the candidate's, with the version that placed each position."""
         start = time.perf_counter()
@@ -266,7 +281,7 @@ class ModelServer:
         interleaving = rollout is not None and rollout.kind == "interleave"
         arm = deployment.route(unit)
         models = [deployment.champion, deployment.candidate] if interleaving else [deployment.model(arm)]
-        x = _features([row], models[0])
+        x = _inputs([row], models[0])
         n_classes = None
         rankings = []
         for model in models:
@@ -437,6 +452,14 @@ class ModelServer:
                     f"candidate {candidate} takes features of shape {loaded.feature_shape}, "
                     f"the champion {champion} {current.champion.feature_shape}",
                 )
+            theirs, ours = loaded.inputs.encoding, current.champion.inputs.encoding
+            if None not in (theirs, ours) and theirs != ours:
+                # A shadow predicts on the rows the champion's pipeline encoded: they must mean the same.
+                raise ServeError(
+                    422,
+                    f"candidate {candidate} encodes raw rows differently from the champion {champion} "
+                    "(another table encoding): they were trained on different streams",
+                )
             rollout_id = self.log.start_rollout(kind, champion, candidate, rollout.settings)
             self._swap(Deployment(current.champion, rollout, loaded, rollout_id), "")
             return self.status()
@@ -592,20 +615,16 @@ def _device(name: str) -> str:
     return name
 
 
-def _features(rows: list[list[float]], model: LoadedModel) -> np.ndarray:
-    n = model.n_features
-    bad = [i for i, row in enumerate(rows) if len(row) != n]
-    if bad:
-        raise ServeError(
-            422,
-            f"row {bad[0]} has {len(rows[bad[0]])} feature(s); version {model.version} takes {n}",
-        )
-    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
-        x = np.asarray(rows, dtype=np.float32)
-    if not np.isfinite(x).all():  # e.g. 1e999 parses to inf, and float32 overflows past 3.4e38
-        row, col = np.argwhere(~np.isfinite(x))[0]
-        raise ServeError(422, f"row {row}, feature {col} is not a finite float32 number")
-    return x.reshape(len(rows), *model.feature_shape)
+def _inputs(rows: Sequence[Sequence[float] | Mapping[str, Any]], model: LoadedModel) -> np.ndarray:
+    """``rows`` as ``model``'s inputs: numeric arrays checked, raw named rows encoded by its pipeline
+    (the training rows' encoding); a 422 naming the version, the row and the column otherwise."""
+    inputs = model.inputs
+    try:
+        if rows and isinstance(rows[0], Mapping):
+            return inputs.encode_rows(rows)
+        return inputs.check_array(rows)
+    except DataError as err:
+        raise ServeError(422, f"version {model.version}: {err}") from None
 
 
 # ---- HTTP -----------------------------------------------------------------------------------------
@@ -629,6 +648,8 @@ def create_app(settings: Any):
     from starlette.concurrency import run_in_threadpool
 
     from perennial.serve.edge import (
+        EXTRA_KEYS,
+        MAX_COLUMN_CHARS,
         BodyLimit,
         BodyLimits,
         Strict,
@@ -648,28 +669,39 @@ def create_app(settings: Any):
     feedback_limit = body_limits.feedback()
 
     @cache
-    def row_schemas(n_features: int) -> tuple[type[BaseModel], type[BaseModel]]:
-        """/predict and /rank bodies for a model of ``n_features``: a row longer than that is refused
-        while parsing, so a 500,000-number body costs one bounded parse, not a Python list of it."""
+    def row_schemas(n_features: int, n_columns: int) -> tuple[type[BaseModel], type[BaseModel]]:
+        """/predict and /rank bodies for a model of ``n_features``, whose raw named rows have
+        ``n_columns`` columns: a row longer than that is refused while parsing, so a 500,000-number
+        body costs one bounded parse, not a Python list of it.
+
+        A row is a list of numbers, or a JSON object of raw values that the version's pipeline checks
+        and encodes (naming the row and the column of a bad value). Its keys are bounded a few past
+        its columns, so that an extra column is named, not only counted."""
         Row = Annotated[list[float], Field(max_length=n_features)]
+        Column = Annotated[StrictStr, Field(max_length=MAX_COLUMN_CHARS)]
+        Named = Annotated[dict[Column, Any], Field(max_length=n_columns + EXTRA_KEYS)]
+        # Left to right: a batch of numbers (the common case) parses once, as before named rows.
+        Rows = Annotated[list[Row], Field(min_length=1, max_length=max_rows)]
+        NamedRows = Annotated[list[Named], Field(min_length=1, max_length=max_rows)]
 
         class PredictRequest(Strict):
             unit: Unit
-            features: Row | None = None
-            rows: list[Row] | None = Field(default=None, min_length=1, max_length=max_rows)
+            features: Row | Named | None = Field(default=None, union_mode="left_to_right")
+            rows: Rows | NamedRows | None = Field(default=None, union_mode="left_to_right")
 
         class RankRequest(Strict):
             unit: Unit
-            features: Row
+            features: Row | Named = Field(union_mode="left_to_right")
             k: StrictInt = Field(default=3, ge=1, le=max_k)
 
         return PredictRequest, RankRequest
 
     @cache
-    def row_limits(n_features: int) -> tuple[BodyLimit, BodyLimit]:
-        """/predict and /rank body limits for a model of ``n_features``: a larger body is refused (413)
-        on its declared length before it is read, never parsed."""
-        return body_limits.predict(n_features), body_limits.rank(n_features)
+    def row_limits(n_features: int, named_row_bytes: int) -> tuple[BodyLimit, BodyLimit]:
+        """/predict and /rank body limits for a model of ``n_features`` whose raw named rows take up
+        to ``named_row_bytes``: a larger body is refused (413) on its declared length before it is
+        read, never parsed."""
+        return body_limits.predict(n_features, named_row_bytes), body_limits.rank(n_features, named_row_bytes)
 
     class FeedbackRequest(Strict):
         request_id: StrictStr = Field(max_length=64)
@@ -692,10 +724,17 @@ def create_app(settings: Any):
     class RollbackRequest(Strict):
         reason: StrictStr = ""
 
+    sized: list = [None, None]  # the champion the schemas were last sized for, and them
+
     def schemas() -> tuple[type[BaseModel], type[BaseModel], BodyLimit, BodyLimit]:
-        # Sized from what serves now: a promotion may change the feature count.
-        n_features = server.deployment.champion.n_features
-        return (*row_schemas(n_features), *row_limits(n_features))
+        # Sized from what serves now: a promotion may change the feature count and the columns.
+        champion = server.deployment.champion
+        if sized[0] is not champion:
+            columns = champion.inputs.row_columns or []
+            named = body_limits.named_row_bytes(champion.inputs)
+            n = champion.n_features
+            sized[:] = [champion, (*row_schemas(n, len(columns)), *row_limits(n, named))]
+        return sized[1]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

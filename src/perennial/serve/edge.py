@@ -9,12 +9,13 @@ Imported only when an app is built (it imports FastAPI), so ``import perennial.s
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +28,9 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 
 from perennial.serve.app import TOKEN_ENV, ServeError, ServeSettings
 from perennial.serve.metrics import Metrics
+
+if TYPE_CHECKING:
+    from perennial.data.pipeline import InputPipeline
 
 log = logging.getLogger("perennial.serve")
 
@@ -41,6 +45,15 @@ INT64 = (-(2**63), 2**63 - 1)
 # \uXXXX escapes of surrogate pairs at 12 bytes each, request_id, k, the whitespace between them).
 ROW_BYTES = 64
 REST_BYTES = 16 * 1024
+# A raw named row ({"temp": 12.3, "carrier": "UA"}) spends, besides each column's name as JSON and its
+# value: the colon, comma, newline and indentation of each key; and a text value never seen in
+# training (it goes to "(other)") may be this long before the row's budget is spent.
+KEY_BYTES = 16
+TEXT_BYTES = 64
+# Keys a named row may have past its columns (more is refused while parsing) and a key's length: an
+# extra column or two is named in the 422; a row of 100,000 keys is not worth reading.
+EXTRA_KEYS = 8
+MAX_COLUMN_CHARS = 1024
 
 
 class Strict(BaseModel):
@@ -88,22 +101,55 @@ class BodyLimits:
                 raise ValueError(f"serve.{name} must be an integer >= 1, got {value!r}")
         return limits
 
-    def predict(self, n_features: int) -> BodyLimit:
-        """/predict: ``max_rows`` rows of the served model's ``n_features`` (or one row)."""
-        rows = self.max_rows * (n_features * self.number_bytes + ROW_BYTES)
+    def named_row_bytes(self, pipeline: InputPipeline) -> int:
+        """The bytes a raw named row of ``pipeline`` may take: each column's name as JSON and
+        ``KEY_BYTES``, plus its value: ``number_bytes`` for a number, for a category the longest
+        known one as JSON (at least ``TEXT_BYTES``); 0 when the version takes no named rows."""
+        columns = pipeline.row_columns
+        if columns is None:
+            return 0
+        values = dict.fromkeys(columns, self.number_bytes)
+        for column in pipeline.encoding.columns if pipeline.encoding is not None else ():
+            categories = getattr(column, "categories", None)
+            if categories is not None:
+                longest = max((len(json.dumps(c)) for c in categories), default=0)
+                values[column.name] = max(self.number_bytes, TEXT_BYTES, longest)
+        return sum(len(json.dumps(name)) + KEY_BYTES + values[name] for name in columns) + ROW_BYTES
+
+    def predict(self, n_features: int, named_row_bytes: int = 0) -> BodyLimit:
+        """/predict: ``max_rows`` rows of the served model's ``n_features`` (or one row), or as many
+        raw named rows of ``named_row_bytes`` (see :meth:`named_row_bytes`), whichever is larger."""
+        numeric = n_features * self.number_bytes + ROW_BYTES
+        if named_row_bytes > numeric:
+            return self._bounded(
+                "/predict",
+                self.max_rows * named_row_bytes + REST_BYTES,
+                f"serve.max_rows={self.max_rows} named rows x {named_row_bytes:,} bytes (each column's "
+                f"name, {KEY_BYTES} bytes a key and its value: {self.number_bytes} bytes a number "
+                f"(serve.body_number_bytes), the longest known category or {TEXT_BYTES} bytes a "
+                f"text) + {REST_BYTES:,} bytes for the rest",
+            )
         return self._bounded(
             "/predict",
-            rows + REST_BYTES,
+            self.max_rows * numeric + REST_BYTES,
             f"serve.max_rows={self.max_rows} rows x ({n_features} features of the served model x "
             f"{self.number_bytes} bytes a number (serve.body_number_bytes) + {ROW_BYTES} bytes a row) "
             f"+ {REST_BYTES:,} bytes for the rest",
         )
 
-    def rank(self, n_features: int) -> BodyLimit:
-        """/rank: one row of the served model's ``n_features``."""
+    def rank(self, n_features: int, named_row_bytes: int = 0) -> BodyLimit:
+        """/rank: one row of the served model's ``n_features``, or one named row."""
+        numeric = n_features * self.number_bytes + ROW_BYTES
+        if named_row_bytes > numeric:
+            return self._bounded(
+                "/rank",
+                named_row_bytes + REST_BYTES,
+                f"one named row of {named_row_bytes:,} bytes (see /predict) "
+                f"+ {REST_BYTES:,} bytes for the rest",
+            )
         return self._bounded(
             "/rank",
-            n_features * self.number_bytes + ROW_BYTES + REST_BYTES,
+            numeric + REST_BYTES,
             f"{n_features} features of the served model x {self.number_bytes} bytes a number "
             f"(serve.body_number_bytes) + {ROW_BYTES} bytes for the row + {REST_BYTES:,} bytes for the rest",
         )
@@ -193,13 +239,37 @@ def refusal(err: ValidationError) -> ServeError:
             return ServeError(422, f"a number is too large: {problem}")
         return ServeError(400, f"malformed JSON: {problem}")
     parts = []
-    for e in errors[:3]:
+    for e in _one_branch(errors)[:3]:
         where = ".".join(str(p) for p in e["loc"]) or "body"
         if e["type"] == "model_type":
             parts.append(f"the body must be a JSON object, got {_json_type(e['input'])}")
             continue
         parts.append(f"{where}: {e['msg']}{_got(e.get('input'))}")
     return ServeError(422, "; ".join(parts))
+
+
+def _one_branch(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors of a field that takes either numbers or a named row (``rows``, ``features``) as one
+    list, each without pydantic's label of the branch (``rows.list[list[float]].1`` is ``rows.1``):
+    a row that is the wrong kind of JSON for one branch is not reported when it has a real problem
+    in the other, and a problem both branches found is reported once."""
+    branched = [e for e in errors if any(_is_branch(p) for p in e["loc"])]
+    if not branched:
+        return errors
+    mismatch = ("list_type", "dict_type")
+    real = [e for e in branched if e["type"] not in mismatch]
+    kept, seen = [], set()
+    for e in [e for e in errors if e not in branched] + (real or branched):
+        loc = tuple(p for p in e["loc"] if not _is_branch(p))
+        if (loc, e["msg"]) not in seen:
+            seen.add((loc, e["msg"]))
+            kept.append({**e, "loc": loc})
+    return kept
+
+
+def _is_branch(part: object) -> bool:
+    # The labels pydantic gives the branches of a union: a row of numbers or a named row, or lists of them.
+    return isinstance(part, str) and part.startswith(("list[", "dict["))
 
 
 def _json_type(value: Any) -> str:

@@ -3,28 +3,33 @@
 It is glue: each step is a call into data, learn, triggers, evaluate or registry. The registry
 rows of a window and the loop's own checkpoint commit in one SQLite transaction, so a run killed at
 any point resumes from its last whole window with nothing lost and nothing trained twice.
+
+Windows come from the source as they become complete: ``run`` processes every window complete now
+and returns (the nightly shape: the same command continues tomorrow), ``follow`` keeps polling,
+and ``process`` takes windows pushed by the caller's own scheduler.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from perennial.data.pipeline import InputPipeline
 from perennial.data.window import (
     DataError,
     Stream,
     Window,
+    WindowFeed,
     check_label_delay,
-    holdout_split,
-    label_arrivals,
     present_features,
     window_seed,
 )
@@ -37,79 +42,17 @@ from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
+from perennial.loop.settings import Challenger, LoopSettings
+from perennial.loop.state import CHECKPOINT_KEY, SOURCE_KEY, LoopState
+from perennial.loop.windows import WindowData, load_trusted
 from perennial.registry import CorruptVersion, Registry, VersionRecord, load_tree, save_tree
 from perennial.rollout.live import Rollout
 from perennial.stats.paired import discordant_counts
 from perennial.tracking import RunHistory, RunLogger
 from perennial.triggers.base import Firing, Observation, Trigger
 
-CHECKPOINT_KEY = "loop"
-GUARDS = ("warn", "revert", "off")
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """``warmup_windows`` train v1; each window keeps ``holdout_fraction`` of its rows unseen by
-    training, for the gate and the accuracy matrix; ``initial_epochs`` trains v1 from scratch.
-    ``head``: ``grow`` gives a model outputs for the classes seen so far and widens them when new
-    ones arrive; ``full`` gives every model an output for each of the stream's classes from v1.
-
-    Do no harm (docs/design.md): with ``rollback``, a newly promoted version whose first served window
-    shows it significantly worse than the version it replaced is rolled back; ``guard`` compares the
-    served line with v1 never updated over the last ``guard_windows`` labelled windows: ``warn``
-    reports a significant loss, ``revert`` also makes v1 the champion again, ``off`` does neither."""
-
-    warmup_windows: int = 3
-    holdout_fraction: float = 0.2
-    initial_epochs: int = 20
-    seed: int = 0
-    head: str = "grow"
-    rollback: bool = True
-    guard: str = "revert"
-    guard_windows: int = 10
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.rollback, bool):
-            raise ValueError(f"loop.rollback must be true or false, got {self.rollback!r}")
-        if self.guard not in GUARDS:
-            raise ValueError(f"loop.guard must be one of {', '.join(GUARDS)}; got {self.guard!r}")
-        windows = self.guard_windows
-        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
-            raise ValueError(f"loop.guard_windows must be a window count >= 1, got {self.guard_windows!r}")
-        if self.warmup_windows < 1:
-            raise ValueError(f"loop.warmup_windows must be >= 1, got {self.warmup_windows}")
-        if not 0 < self.holdout_fraction < 1:
-            raise ValueError(f"loop.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.head not in ("grow", "full"):
-            raise ValueError(f"loop.head must be 'grow' or 'full', got {self.head!r}")
-
-
-@dataclass(frozen=True)
-class Challenger:
-    """Model iteration: another architecture's line. At every ``every``-th update a model that
-    ``build`` makes is also retrained from scratch on all history, a new major version, and weighed
-    against the champion by the same gate; if it wins, fine-tunes continue its line."""
-
-    build: Callable[..., ClassifierModule]
-    name: str = "challenger"
-    every: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"challenger.every must be an update count >= 1, got {self.every!r}")
-
-    def make(self, **schema) -> ClassifierModule:
-        module = self.build(**schema) if schema else self.build()
-        module.architecture = "challenger"
-        return module
-
-
-@dataclass(frozen=True)
-class Split:
-    """A window cut once, by a seeded permutation, into rows to train on and rows held out."""
-
-    train: tuple[np.ndarray, np.ndarray]
-    holdout: tuple[np.ndarray, np.ndarray]
+DEFAULT_SETTINGS = LoopSettings()
+MATRIX_GROUP = 16  # versions whose modules are in memory at once while the accuracy matrix is made
 
 
 class ContinuousDeployment:
@@ -125,7 +68,7 @@ class ContinuousDeployment:
         buffer: ReplayBuffer | None,
         registry: Registry,
         run_dir: str | Path,
-        settings: LoopSettings = LoopSettings(),
+        settings: LoopSettings = DEFAULT_SETTINGS,
         trainer: Mapping | None = None,
         config: dict | None = None,
         progress: bool = True,
@@ -158,95 +101,71 @@ class ContinuousDeployment:
                 "a challenger line is weighed against the champion on the window both were trained "
                 "for; run challenger.model with gate.fresh=holdout"
             )
-        self._candidate: tuple[str, ClassifierModule | None] = ("", None)
-        self._awaiting: tuple[str, ClassifierModule | None] = ("", None)  # judged on the next window
-        # Registry writes decided while a window is processed; they commit with its checkpoint.
-        self._writes: list[Callable[[], object]] = []
         if any(r.needs_logits for r in self.regularizers) and buffer is None:
             names = ", ".join(r.name for r in self.regularizers if r.needs_logits)
             raise ValueError(f"strategy {names} replays stored logits and needs a buffer (strategy.buffer)")
-        self.windows: list[Window] = stream.windows()
-        # The feature columns the stream has, and those every row of each window carries: columns
-        # only grow, at the end (present_features).
-        self.width = math.prod(self.windows[0].x.shape[1:]) if self.windows else 0
-        self.present = [present_features(w.x) for w in self.windows]
-        self._splits: dict[int, Split] = {}
-        self._reference_cache: tuple[tuple, np.ndarray] = ((), np.empty(0))
-        self._trusted: tuple[np.ndarray, np.ndarray] | None = None
         self.label_delay = check_label_delay(getattr(stream, "label_delay", 0))
-        # Which windows' labels land at each step; without a delay, each window's own.
-        self.arrivals = label_arrivals(self.windows, settings.warmup_windows, self.label_delay)
         if self.label_delay and rollout is not None:
             raise ValueError(
                 f"rollout={rollout.kind} decides from labels on the traffic it serves; with "
                 f"data.label_delay={self.label_delay!r} use rollout=none"
             )
-        self._served: tuple[str, ClassifierModule | None] = ("", None)  # a past champion, for late labels
+        self.data = WindowData(stream, settings.holdout_fraction, settings.seed)
+        self._trusted: tuple[np.ndarray, np.ndarray] | None = None
         self.trusted_rows()  # a trusted-set file that cannot be used fails now, naming itself
-        if len(self.windows) <= settings.warmup_windows:
-            raise DataError(
-                f"stream {stream.name!r} has {len(self.windows)} non-empty windows; the loop needs more "
-                f"than loop.warmup_windows={settings.warmup_windows} (use smaller windows or fewer warm-ups)"
-            )
+        # Set when the run is opened (open): where it stands, and the models it serves with.
+        self.state: LoopState | None = None
+        self.champion: ClassifierModule | None = None
+        self.static: ClassifierModule | None = None
+        self._opened = False
+        self._candidate: tuple[str, ClassifierModule | None] = ("", None)
+        self._awaiting: tuple[str, ClassifierModule | None] = ("", None)  # judged on the next window
+        self._served: tuple[str, ClassifierModule | None] = ("", None)  # a past champion, for late labels
+        # Registry writes decided while a window is processed; they commit with its checkpoint.
+        self._writes: list[Callable[[], object]] = []
+        # The window rows a step changed (its own, and those whose labels landed): written with it.
+        self._rows: dict[int, dict] = {}
+        # Whether the source's state changed since it was last saved: it is saved only then.
+        self._source_changed = True
+        # Set (by a signal handler, another thread) to stop after the window being committed.
+        self.stop = threading.Event()
 
     # ---- data -------------------------------------------------------------------------------
-    def split(self, index: int) -> Split:
-        if index not in self._splits:
-            w = self.windows[index]
-            train, hold = holdout_split(len(w), index, self.settings.holdout_fraction, self.settings.seed)
-            self._splits[index] = Split((w.x[train], w.y[train]), (w.x[hold], w.y[hold]))
-        return self._splits[index]
+    def split(self, index: int):
+        return self.data.split(index)
 
-    def train_splits(self, upto: int, skip: Sequence[int] = ()) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Training rows of every window up to ``upto``, except ``skip`` (quarantined windows)."""
-        return {i: self.split(i).train for i in range(upto + 1) if i not in set(skip)}
-
-    def reference_rows(self, positions: Sequence[int], max_rows: int) -> np.ndarray:
-        """Training rows of the windows at ``positions``, at most ``max_rows`` of them, drawn without
-        replacement by a generator seeded with the run seed and the windows, so a resumed run and an
-        uninterrupted one test against the same rows."""
-        key = (tuple(positions), max_rows)
-        if self._reference_cache[0] != key:
-            parts = [self.split(i).train[0] for i in positions]
-            x = np.concatenate(parts) if parts else self.windows[0].x[:0]
-            if len(x) > max_rows:
-                rng = np.random.default_rng([self.settings.seed, *positions])
-                x = x[np.sort(rng.choice(len(x), max_rows, replace=False))]
-            self._reference_cache = (key, x)
-        return self._reference_cache[1]
+    def xy(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.xy(w)
 
     def trusted_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The gate's trusted reference set: the warm-up windows' held-out rows, or the user's file."""
         source = getattr(self.gate, "trusted", None)
         if source is None:
             return None
-        if self._trusted is None:
-            if source == "warmup":
-                parts = [self.split(i).holdout for i in range(self.settings.warmup_windows)]
-                self._trusted = (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
-            else:
-                self._trusted = load_trusted(source, self.stream)
+        if self._trusted is None and source != "warmup":
+            self._trusted = load_trusted(source, self.stream)
+        elif self._trusted is None and self.data.source.polled >= self.settings.warmup_windows:
+            parts = [self.split(i).holdout for i in range(self.settings.warmup_windows)]
+            self._trusted = (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
         return self._trusted
 
     # ---- schema ------------------------------------------------------------------------------
     def columns(self, w: int) -> int | None:
-        """The leading feature columns every row of window ``w`` carries, as a model's
-        ``n_features``: None when that is all of the stream's."""
-        return None if self.present[w] >= self.width else self.present[w]
+        return self.data.columns(w)
 
     def schema_of(self, windows: Sequence[int]) -> dict[str, int]:
         """How far the stream's schema has grown by the newest of ``windows``: its feature columns,
         and the classes (ids below ``classes``) their labels hold."""
         return {
-            "features": self.present[windows[-1]],
-            "classes": max(int(self.windows[w].y.max(initial=0)) + 1 for w in windows),
+            "features": self.data.present(windows[-1]),
+            "classes": max(int(self.data.labelled(w).y.max(initial=0)) + 1 for w in windows),
         }
 
-    def schema_change(self, state: dict) -> Firing | None:
+    def schema_change(self, state: LoopState) -> Firing | None:
         """A firing when labelled windows waiting for an update bring feature columns or classes
         that no earlier window had; it names them."""
-        seen, reasons = dict(state["schema"]), []
-        for w in state["pending"]:
+        seen, reasons = dict(state.schema), []
+        for w in state.pending:
             now = self.schema_of([w])
             if now["features"] > seen["features"]:
                 names = getattr(self.stream, "feature_names", None) or range(now["features"])
@@ -256,16 +175,16 @@ class ContinuousDeployment:
                 new = [str(c) for c in self.stream.classes[seen["classes"] : now["classes"]]]
                 reasons.append(f"window {w} brings new classes {', '.join(new)}")
             seen = {k: max(seen[k], now[k]) for k in seen}
-        state["schema"] = seen
+        state.schema = seen
         return Firing("schema", "; ".join(reasons)) if reasons else None
 
     def reads(self, module: ClassifierModule, present: int) -> bool:
         """Whether rows that carry ``present`` leading columns carry all those ``module`` reads."""
-        return present >= (module.n_features or self.width)
+        return present >= (module.n_features or self.data.width)
 
     def readable(self, windows: Sequence[int], module: ClassifierModule) -> list[int]:
         """Those of ``windows`` whose rows carry every column ``module`` reads."""
-        return [w for w in windows if self.reads(module, self.present[w])]
+        return [w for w in windows if self.reads(module, self.data.present(w))]
 
     def as_read_by(self, x: np.ndarray, module: ClassifierModule) -> np.ndarray:
         """``x`` without the columns ``module`` does not read (those that appeared after it), for the
@@ -317,8 +236,12 @@ class ContinuousDeployment:
         extras = {"optimizer": cand.optimizer_state}
         if cand.module.schema:
             extras["schema"] = cand.module.schema
+        # How raw inputs become this version's inputs: the server builds a served model from the
+        # registry alone. Read now, not when the loop is built: a growing source learns its schema
+        # from its first window.
+        extras["pipeline"] = InputPipeline.of_stream(self.stream).to_dict()
         if (preprocessing := getattr(self.stream, "preprocessing", None)) is not None:
-            extras["preprocessing"] = preprocessing  # how raw rows become this version's inputs
+            extras["preprocessing"] = preprocessing  # the table's encoding alone, as before the pipeline
         if cand.module.strategy_state:
             extras["strategy"] = cand.module.strategy_state
         if cand.kind == "stateful" and self.buffer is not None:
@@ -328,48 +251,159 @@ class ContinuousDeployment:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict:
-        state = self.registry.get_state(CHECKPOINT_KEY)
-        if state is not None and not resume:
+        """Process every window that is complete now, commit, and return the run's result: the one
+        command of a nightly schedule (run again tomorrow with ``resume``, it continues)."""
+        self.open(resume)
+        if self.state is not None:
+            self.start_logger()
+            with self.logger, self.progress_bar() as bar:
+                self._process(self._incoming(), bar)
+        return self.result()
+
+    def follow(self, poll_seconds: float, on_commit: Callable[[dict], object] | None = None) -> dict:
+        """Keep processing windows as they become complete, polling the source every ``poll_seconds``,
+        until ``stop`` is set (by SIGTERM or SIGINT in perennial-run): the window being committed
+        finishes first. ``on_commit(result)`` runs after each poll that processed windows (the CLI
+        refreshes summary.json, windows.csv and the plots)."""
+        logging = False
+        with self.logger, self.progress_bar() as bar:
+            while not self.stop.is_set():
+                self.open(resume=True)  # until v1 is trained, each poll tries again
+                if self.state is not None and not logging:
+                    self.start_logger()
+                    logging = True
+                processed = self._process(self._incoming(), bar) if self.state is not None else 0
+                if processed and on_commit is not None:
+                    on_commit(self.result())
+                self.stop.wait(poll_seconds)
+        return self.result()
+
+    def process(self, windows: Iterable[Window]) -> dict:
+        """Push ``windows`` (the next ones, in order) into a loop over a :class:`WindowFeed` and process
+        every one that can be; for callers with their own scheduler. Windows the run has already
+        processed (a new process pushing its history again) are taken as the history, not redone."""
+        if not isinstance(self.stream, WindowFeed):
+            raise TypeError(
+                f"process() pushes windows into a WindowFeed source; this loop reads "
+                f"{type(self.stream).__name__}, which it polls itself: call run() or follow()"
+            )
+        self.stream.push(*windows)
+        return self.run(resume=True)
+
+    def open(self, resume: bool) -> None:
+        """Load the run's checkpoint and models (once a process), or start the run: train v1 once the
+        source has the warm-up windows. ``state`` stays None while it has fewer."""
+        if self._opened and self.state is not None:
+            return
+        saved = self.registry.get_state(CHECKPOINT_KEY)
+        if saved is not None and not resume and not self._opened:
             raise RuntimeError(
                 f"{self.registry.root} already holds a run; pass resume=true to continue it, "
                 "or start a new run directory"
             )
-        if state is None:
-            state = self.start()
+        self._opened = True
+        if saved is None:
+            self.state = self.start()
+            if self.state is None:
+                return
         else:
-            self.check_same_config(state)
-            state = _no_harm_state() | state  # a run from before these checks starts them empty
-        champion = self.load(state["champion"])
-        static = self.load(state["static"])
-        self.trigger.load_state_dict(state["trigger"])
+            self.state, legacy_rows = LoopState.from_dict(saved)
+            self.check_same_config(self.state)
+            if legacy_rows:  # a checkpoint from before the window_rows table: its rows move there
+                with self.registry.transaction():
+                    self.registry.put_window_rows(legacy_rows)
+                    self.registry.set_state(CHECKPOINT_KEY, self.state.to_dict())
+            if (source := self.registry.get_state(SOURCE_KEY)) is not None:
+                self.stream.load_state_dict(source)
+        state = self.state
+        self.champion = self.load(state.champion)
+        self.static = self.load(state.static)
+        self.trigger.load_state_dict(state.trigger)
         if self.screen is not None:
-            self.screen.load_state_dict(state["screen"])
-        if state.get("rollout"):
-            self._require_rollout(state["rollout"]["candidate"])
-            self.rollout.load_state_dict(state["rollout"], self.rollout_salt(state["rollout"]["candidate"]))
-        if self.buffer is not None and state["buffer_file"]:
-            self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state["buffer_file"]))
+            self.screen.load_state_dict(state.screen)
+        if state.rollout:
+            self._require_rollout(state.rollout["candidate"])
+            self.rollout.load_state_dict(state.rollout, self.rollout_salt(state.rollout["candidate"]))
+        if self.buffer is not None and state.buffer_file:
+            self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state.buffer_file))
 
-        # The logger catches up with what the run has committed; it is closed however the run ends.
-        self.logger.start(RunHistory.of(self.run_dir, self.registry, state))
-        with self.logger, self.progress_bar() as bar:
-            task = bar.add_task(
-                "windows", total=len(self.windows), completed=state["next_window"], champion=state["champion"]
-            )
-            for t in range(state["next_window"], len(self.windows)):
-                champion = self.step(t, state, champion, static)
-                # Only once the step has committed, and a window only once its labels are in (at
-                # once without a delay): its scores are what loggers are for.
-                for row in labelled_rows(state["rows"], self.arrivals.get(t, [])):
-                    self.logger.log_window(row)
-                self.prune_checkpoints(state)
-                bar.update(task, advance=1, champion=state["champion"])
-        state["guard_report"] = self.guard_report(state)
-        return state
+    def start_logger(self) -> None:
+        """The logger catches up with what the run has committed; the caller closes it (``with``)."""
+        rows = [r for r in self.registry.window_rows() if r.get("served_accuracy") is not None]
+        history = {"config": self.state.config, "rows": rows}
+        self.logger.start(RunHistory.of(self.run_dir, self.registry, history))
 
-    def start(self) -> dict:
-        """Train v1 on the warm-up windows, make it champion, and write the first checkpoint."""
-        warm = list(range(self.settings.warmup_windows))
+    def _incoming(self) -> Iterator[Window]:
+        """The windows to process: those polled but not processed yet (a resumed run re-reads them),
+        then each newly complete one."""
+        for w in range(self.state.next_window, self.stream.polled):
+            yield self.data[w]
+        while new := self.stream.poll():
+            self._source_changed = True
+            for window in new:
+                self.data.add(window)
+                if window.index >= self.state.next_window:
+                    yield window
+
+    def _process(self, windows: Iterator[Window], bar: Progress) -> int:
+        """Step through ``windows`` until they run out or ``stop`` is set; returns how many."""
+        task = bar.add_task("windows", total=None, champion=self.state.champion)
+        done = 0
+        for window in windows:
+            if window.index != self.state.next_window:
+                raise DataError(
+                    f"source {self.stream.name!r} gave window {window.index} where window "
+                    f"{self.state.next_window} was due: windows must come in order, without gaps"
+                )
+            self.champion = self.step(window.index, self.state, self.champion, self.static)
+            # Only once the step has committed, and a window only once its labels are in (at once
+            # without a delay): its scores are what loggers are for.
+            for w in sorted(self._landed):
+                self.logger.log_window(self._rows[w])
+            self.prune_checkpoints(self.state)
+            done += 1
+            bar.update(task, advance=1, champion=self.state.champion)
+            if self.stop.is_set():
+                break
+        return done
+
+    def result(self) -> dict:
+        """The run as it stands: the checkpoint, every window's row, the guard's verdict, and the
+        source's report on its input (what summary.json and windows.csv are made from)."""
+        if self.state is None:
+            return {
+                "started": False,
+                "rows": [],
+                "windows": self.stream.polled,
+                "input": self.stream.input_report(),
+            }
+        return self.state.to_dict() | {
+            "started": True,
+            "rows": self.registry.window_rows(),
+            "guard_report": self.guard_report(self.state),
+            "windows": self.stream.polled,
+            "input": self.stream.input_report(),
+        }
+
+    def start(self) -> LoopState | None:
+        """Train v1 on the warm-up windows, make it champion, and write the first checkpoint; None
+        while the source has fewer windows (a finished history that never will is an error)."""
+        warmup = self.settings.warmup_windows
+        while self.stream.polled < warmup + 1 and (new := self.stream.poll()):
+            for window in new:
+                self.data.add(window)
+        if self.stream.polled < warmup + int(not self.stream.growing):
+            if not self.stream.growing:
+                raise DataError(
+                    f"stream {self.stream.name!r} has {self.stream.polled} non-empty windows; the loop "
+                    f"needs more than loop.warmup_windows={warmup} (use smaller windows or fewer warm-ups)"
+                )
+            return None
+        warm = list(range(warmup))
+        self.check_ends(self.data[warm[-1]])  # before v1 is trained, not at the first window
+        for w in warm:  # v1 learns from the warm-up windows' labels
+            self.data.land(w)
+        self._source_changed = True
         initial = StatelessUpdate(
             epochs=self.settings.initial_epochs,
             batch_size=self.update.batch_size,
@@ -378,7 +412,7 @@ class ContinuousDeployment:
             class_weight=self.update.class_weight,
         )
         seed = window_seed(self.settings.seed, warm[-1])
-        splits = self.train_splits(warm[-1])
+        splits = self.data.train_splits(warm[-1])
         cand = initial.run(
             self.build,
             None,
@@ -398,54 +432,88 @@ class ContinuousDeployment:
                 x, y = self.split(i).train
                 probabilities = cand.module.predict_logits(x).softmax(1).numpy()
                 self.screen.accept(self.as_read_by(x, cand.module), y, probabilities)
-        state = {
-            "next_window": warm[-1] + 1,
-            "champion": "",
-            "static": "",
-            "pending": [],
-            "rows": [],
-            "rollout": None,
-            "quarantined": [],
-            "schema": self.schema_of(warm),
-            "compute": {"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
-            "config": self.config,
-            **_no_harm_state(),
-        }
+        state = LoopState(
+            next_window=warm[-1] + 1,
+            champion="",
+            static="",
+            schema=self.schema_of(warm),
+            config=self.config,
+            compute={"train_seconds": cand.train_seconds, "samples_processed": cand.samples_processed},
+        )
+        self._rows = {}
         with self.registry.transaction():
             first = Firing("initial", "first model, trained on the warm-up windows")
             v1 = self.register(cand, None, warm[-1], first, self.on_holdouts(cand.module, warm))
             self.registry.promote(v1.id, window=warm[-1], reason="first model")
             self.registry.record_decision(v1.id, warm[-1], "promoted", {"reason": "first model"})
-            state |= {"champion": v1.id, "static": v1.id}
+            state.champion = state.static = v1.id
             self.checkpoint(state, warm[-1])
         return state
 
+    def check_ends(self, window: Window) -> None:
+        """A label delay given as a duration needs windows that end at times."""
+        if isinstance(self.label_delay, str) and not isinstance(window.end, pd.Timestamp | np.datetime64):
+            raise DataError(
+                f"data.label_delay={self.label_delay!r} is a duration, but stream windows end at row "
+                f"positions ({window.end!r}), not times; give a number of windows"
+            )
+
+    def row_of(self, w: int) -> dict:
+        """Window ``w``'s row, to change in this step: it is written when the step commits."""
+        if w not in self._rows:
+            row = self.registry.window_row(w)
+            if row is None:
+                raise RuntimeError(f"window {w} has no row in {self.registry.root}: the run is damaged")
+            self._rows[w] = row
+        return self._rows[w]
+
+    def landing(self, t: int, state: LoopState) -> list[int]:
+        """The windows whose labels land at step ``t``: ``data.label_delay`` windows after their own,
+        or at the first window that ends ``label_delay`` (a duration) after theirs ends; without a
+        delay, window ``t``'s own. Labels due after the newest window land in a later run."""
+        delay, end = self.label_delay, self.data[t].end
+        self.check_ends(self.data[t])
+        state.unlabelled.append([t, str(end)])
+        landed, waiting = [], []
+        for w, w_end in state.unlabelled:
+            if isinstance(delay, int):
+                due = t >= w + delay
+            else:
+                due = pd.Timestamp(end) >= pd.Timestamp(w_end) + pd.Timedelta(delay)
+            (landed if due else waiting).append(w if due else [w, w_end])
+        state.unlabelled = waiting
+        for w in landed:
+            self.data.land(w)
+        self._source_changed |= bool(landed) and self.stream.records_landings
+        return landed
+
     def step(
-        self, t: int, state: dict, champion: ClassifierModule, static: ClassifierModule
+        self, t: int, state: LoopState, champion: ClassifierModule, static: ClassifierModule
     ) -> ClassifierModule:
         # 1. The champion serves window t. Its accuracy, and everything that needs labels, waits for
         # them: with data.label_delay they land windows later (at once without a delay).
-        if not self.reads(champion, self.present[t]):
+        if not self.reads(champion, self.data.present(t)):
             raise DataError(
-                f"window {t} ({self.windows[t].label}) lacks feature columns that champion "
-                f"{state['champion']} reads: columns may appear mid-stream (after the others), not vanish"
+                f"window {t} ({self.data[t].label}) lacks feature columns that champion "
+                f"{state.champion} reads: columns may appear mid-stream (after the others), not vanish"
             )
         row = self.window_row(t, state)
-        self._writes = []
+        self._writes, self._rows = [], {t: row}
         # 2. Labels arrive; the triggers observe the windows they label, and may fire. Served
         # evidence may roll a new champion back, or (loop.guard=revert) return to v1.
+        self._landed = self.landing(t, state)
         accepted = self.land_labels(t, row, state, champion, static)
         for w in accepted:
-            labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
+            labelled = self.row_of(w)
             champion = self.check_rollback(w, labelled, state, champion)
             champion = self.check_guard(w, labelled, state, champion, static)
-        rolling = bool(state.get("rollout"))
+        rolling = bool(state.rollout)
         if not rolling:
             # 3. A candidate awaiting judgement (gate.fresh=next) meets the first window labelled
             # after its training data, before it serves.
             champion = self.judge_awaiting(t, accepted, state, champion, row)
         # Updates wait while a candidate awaits its window or a live rollout decides.
-        hold = rolling or bool(state.get("rollout")) or bool(state.get("awaiting"))
+        hold = rolling or bool(state.rollout) or bool(state.awaiting)
         # New columns or classes in the labelled data fire an update of their own (once a live
         # rollout, which holds updates back, is decided: a quarantined window does not decide it).
         schema = None if hold else self.schema_change(state)
@@ -464,8 +532,7 @@ class ContinuousDeployment:
             evidence = not row["screen"].startswith("quarantined")
             with self.registry.transaction():
                 self.apply_writes()
-                champion = self.rollout_window(t, self.windows[t], state, champion, row, evidence)
-                state["rows"].append(row)
+                champion = self.rollout_window(t, self.data.labelled(t), state, champion, row, evidence)
                 self.checkpoint(state, t)
             return champion
         if firing is None or hold:
@@ -473,8 +540,8 @@ class ContinuousDeployment:
             return champion
 
         # 4. An update makes a candidate from the labelled windows since the last one.
-        pending = list(state["pending"])
-        update = self.update.choose(self.registry.versions())  # a hybrid picks per update
+        pending = list(state.pending)
+        update = self.update.choose(self.registry.newest_first())  # a hybrid picks per update
         newest = self.columns(pending[-1])
         if firing.name == "schema" and newest != champion.n_features:
             # Fine-tuning cannot give a model new inputs: a new major version is trained from scratch.
@@ -483,7 +550,7 @@ class ContinuousDeployment:
         cand = update.run(
             self.build,
             champion if stateful else None,
-            self.train_splits(pending[-1], _quarantined(state)),
+            self.data.train_splits(pending[-1], state.quarantined_windows),
             pending,
             self.buffer,
             window_seed(self.settings.seed, t),
@@ -497,25 +564,25 @@ class ContinuousDeployment:
         if self.fresh == "next":
             return self.await_judgement(t, state, row, cand, firing, pending, stateful, champion)
         # 5. The gate compares candidate and champion on fresh held-out rows and on earlier windows.
-        decision, fresh = self.judge(cand.module, champion, pending, _quarantined(state))
+        decision, fresh = self.judge(cand.module, champion, pending, state.quarantined_windows)
         rival = self.challenge(t, state, pending, newest, cand if decision.promote else None, champion)
         self.trigger.reset()
-        state["pending"] = []
+        state.pending = []
         for trained in (cand, rival[0] if rival else None):
             if trained is not None:
-                state["compute"]["train_seconds"] += trained.train_seconds
-                state["compute"]["samples_processed"] += trained.samples_processed
+                state.compute["train_seconds"] += trained.train_seconds
+                state.compute["samples_processed"] += trained.samples_processed
         with self.registry.transaction():
             self.apply_writes()
-            record = self.register(cand, state["champion"] if stateful else None, t, firing, fresh)
+            record = self.register(cand, state.champion if stateful else None, t, firing, fresh)
             self.logger.log_version(record)
             row["trained"] = record.id
             label = decision.label
             if decision.promote and self.rollout is not None:
                 # Passed offline; live traffic decides, from the next window on.
                 label = "rollout"
-                self.rollout.begin(state["champion"], record.id, self.rollout_salt(record.id))
-                state["rollout"] = self.rollout.state_dict()
+                self.rollout.begin(state.champion, record.id, self.rollout_salt(record.id))
+                state.rollout = self.rollout.state_dict()
                 self._candidate = (record.id, cand.module)
             elif decision.promote:
                 self.registry.promote(record.id, window=t, reason=decision.reason)
@@ -526,20 +593,18 @@ class ContinuousDeployment:
             self.logger.log_decision(record.id, t, label, numbers)
             row |= self.decision_columns(record.id, label, decision)
             if label == "promoted":
-                self.watch(state, record.id, state["champion"], t)
-                state["champion"] = record.id
+                self.watch(state, record.id, state.champion, t)
+                state.champion = record.id
                 champion = cand.module
             if rival is not None:
                 champion = self.decide_challenger(t, state, *rival, row, champion)
-            state["rows"].append(row)
             self.checkpoint(state, t)
         return champion
 
-    def commit(self, state: dict, t: int, row: dict) -> None:
+    def commit(self, state: LoopState, t: int, row: dict) -> None:
         """Window ``t``'s registry writes, its row and the checkpoint, in one transaction."""
         with self.registry.transaction():
             self.apply_writes()
-            state["rows"].append(row)
             self.checkpoint(state, t)
 
     def decide_later(self, version: str, window: int, label: str, numbers: dict) -> None:
@@ -567,7 +632,7 @@ class ContinuousDeployment:
     def await_judgement(
         self,
         t: int,
-        state: dict,
+        state: LoopState,
         row: dict,
         cand: TrainedCandidate,
         firing: Firing,
@@ -580,27 +645,26 @@ class ContinuousDeployment:
         # performance trigger later tests the champion's drop against.
         held_out = evaluate(cand.module, *self.split(pending[-1]).holdout)
         self.trigger.reset()
-        state["pending"] = []
-        state["compute"]["train_seconds"] += cand.train_seconds
-        state["compute"]["samples_processed"] += cand.samples_processed
+        state.pending = []
+        state.compute["train_seconds"] += cand.train_seconds
+        state.compute["samples_processed"] += cand.samples_processed
         with self.registry.transaction():
             self.apply_writes()
-            record = self.register(cand, state["champion"] if stateful else None, t, firing, held_out)
+            record = self.register(cand, state.champion if stateful else None, t, firing, held_out)
             self.logger.log_version(record)
-            state["awaiting"] = {"candidate": record.id, "pending": pending, "window": t}
+            state.awaiting = {"candidate": record.id, "pending": pending, "window": t}
             self._awaiting = (record.id, cand.module)
             row["trained"] = record.id
-            state["rows"].append(row)
             self.checkpoint(state, t)
         return champion
 
     def judge_awaiting(
-        self, t: int, accepted: list[int], state: dict, champion: ClassifierModule, row: dict
+        self, t: int, accepted: list[int], state: LoopState, champion: ClassifierModule, row: dict
     ) -> ClassifierModule:
         """Judge the awaiting candidate on every row of the first window labelled after its training
         data, against the champion now serving (neither trained on that window); promote, reject, or
         hand it to the live rollout. The writes commit with window ``t``."""
-        awaiting = state.get("awaiting")
+        awaiting = state.awaiting
         after = [w for w in accepted if awaiting and w > awaiting["pending"][-1]]
         if not after:
             return champion
@@ -609,21 +673,21 @@ class ContinuousDeployment:
             self._awaiting = (candidate_id, self.load(candidate_id))
         candidate = self._awaiting[1]
         decision, _ = self.judge(
-            candidate, champion, awaiting["pending"], _quarantined(state), fresh=self.xy(w)
+            candidate, champion, awaiting["pending"], state.quarantined_windows, fresh=self.xy(w)
         )
         numbers = {"reason": decision.reason, "fresh_window": w, **decision.numbers}
         label = decision.label
-        state["awaiting"], self._awaiting = None, ("", None)
+        state.awaiting, self._awaiting = None, ("", None)
         if decision.promote and self.rollout is not None:
             label = "rollout"  # passed offline; live traffic decides, from the next window on
-            self.rollout.begin(state["champion"], candidate_id, self.rollout_salt(candidate_id))
-            state["rollout"] = self.rollout.state_dict()
+            self.rollout.begin(state.champion, candidate_id, self.rollout_salt(candidate_id))
+            state.rollout = self.rollout.state_dict()
             self._candidate = (candidate_id, candidate)
         elif decision.promote:
             promote = partial(self.registry.promote, candidate_id, window=t, reason=decision.reason)
             self._writes.append(promote)
-            self.watch(state, candidate_id, state["champion"], t)
-            state["champion"] = candidate_id
+            self.watch(state, candidate_id, state.champion, t)
+            state.champion = candidate_id
             champion = candidate
         else:
             self._writes.append(partial(self.registry.reject, candidate_id, window=t))
@@ -632,30 +696,30 @@ class ContinuousDeployment:
         return champion
 
     # ---- served evidence: rollback and guard -----------------------------------------------------
-    def watch(self, state: dict, version: str, replaced: str, t: int) -> None:
+    def watch(self, state: LoopState, version: str, replaced: str, t: int) -> None:
         """With loop.rollback, ``version`` (promoted at step ``t``, replacing ``replaced``) is checked
         against ``replaced`` when the labels of the first window it serves land."""
         if self.settings.rollback and replaced:
-            state["watch"] = {"version": version, "replaced": replaced, "window": t + 1}
+            state.watch = {"version": version, "replaced": replaced, "window": t + 1}
 
     def check_rollback(
-        self, w: int, labelled: dict, state: dict, champion: ClassifierModule
+        self, w: int, labelled: dict, state: LoopState, champion: ClassifierModule
     ) -> ClassifierModule:
         """Window ``w``'s labels are in: if the champion under watch served it, score the version it
         replaced on the same rows, and roll back when the champion is significantly worse."""
-        watch = state.get("watch")
+        watch = state.watch
         if not watch or w < watch["window"]:
             return champion
-        state["watch"] = None
+        state.watch = None
         version, replaced = watch["version"], watch["replaced"]
-        if version != state["champion"] or labelled["champion"] != version or state.get("rollout"):
+        if version != state.champion or labelled["champion"] != version or state.rollout:
             return champion  # replaced meanwhile, or a live rollout runs against it: nothing to undo
         try:
             self.registry.verify(replaced)
             previous = self.load(replaced)
         except CorruptVersion as err:
             failure = {"version": version, "restored": replaced, "window": w, "reason": str(err)}
-            state["rollback_failures"] = [*state["rollback_failures"], failure]
+            state.rollback_failures = [*state.rollback_failures, failure]
             reason = f"cannot check against {replaced}, whose files are corrupt: {err}"
             self.decide_later(version, w, "rollback_failed", {"reason": reason, **failure})
             labelled["rollback"] = f"failed: {replaced} corrupt"
@@ -683,27 +747,27 @@ class ContinuousDeployment:
         )
         self._writes.append(partial(self.registry.rollback, reason, w, expect=(version, replaced)))
         self.decide_later(version, w, "rolled_back", {"reason": reason, **evidence})
-        state["rollbacks"] = [*state["rollbacks"], evidence]
-        state["champion"] = replaced
+        state.rollbacks = [*state.rollbacks, evidence]
+        state.champion = replaced
         labelled["rollback"] = version
         return previous
 
-    def guard_test(self, state: dict, since: int = 0) -> tuple[list[int], ServedComparison] | None:
+    def guard_test(self, state: LoopState, since: int = 0) -> tuple[list[int], ServedComparison] | None:
         """The served line against v1 never updated, paired over the rows of the last
         ``loop.guard_windows`` labelled windows from ``since`` on; None before any."""
-        windows = sorted(int(w) for w in state["paired"] if int(w) >= since)[-self.settings.guard_windows :]
+        windows = sorted(int(w) for w in state.paired if int(w) >= since)[-self.settings.guard_windows :]
         if not windows:
             return None
-        gained, lost, n = (sum(state["paired"][str(w)][i] for w in windows) for i in range(3))
+        gained, lost, n = (sum(state.paired[str(w)][i] for w in windows) for i in range(3))
         return windows, ServedComparison.of_counts(gained, lost, n, self.gate.alpha)
 
     def check_guard(
-        self, w: int, labelled: dict, state: dict, champion: ClassifierModule, static: ClassifierModule
+        self, w: int, labelled: dict, state: LoopState, champion: ClassifierModule, static: ClassifierModule
     ) -> ClassifierModule:
         """After window ``w``'s labels: is updating hurting? With loop.guard=revert, v1 serves again."""
         if self.settings.guard == "off":
             return champion
-        guard = state["guard"]
+        guard = state.guard
         tested = self.guard_test(state, guard["since"])
         if tested is None or not tested[1].worse:
             return champion
@@ -711,29 +775,29 @@ class ContinuousDeployment:
         if guard["first_worse"] is None:
             guard["first_worse"] = w
         labelled["guard"] = "worse"
-        if self.settings.guard != "revert" or state["champion"] == state["static"] or state.get("rollout"):
+        if self.settings.guard != "revert" or state.champion == state.static or state.rollout:
             return champion
         evidence = {
-            "version": state["champion"],
-            "restored": state["static"],
+            "version": state.champion,
+            "restored": state.static,
             "window": w,
             "windows": [windows[0], windows[-1]],
             **{k: served.numbers()[k] for k in ("diff", "upper_bound", "p_value", "n")},
         }
         reason = (
-            f"the served line was significantly worse than {state['static']} never updated over windows "
+            f"the served line was significantly worse than {state.static} never updated over windows "
             f"{windows[0]}-{windows[-1]}: diff {served.diff:+.3f}, upper bound {served.upper_bound:+.3f}"
         )
-        static_id = state["static"]
+        static_id = state.static
         self._writes.append(partial(self.registry.promote, static_id, window=w, reason=reason))
         self.decide_later(static_id, w, "reverted", {"reason": reason, **evidence})
         guard["reverts"] = [*guard["reverts"], evidence]
         guard["since"] = w + 1  # the line starts afresh from v1: only what it serves next counts
-        state["champion"], state["watch"] = static_id, None
+        state.champion, state.watch = static_id, None
         labelled["guard"] = "reverted"
         return static
 
-    def guard_report(self, state: dict) -> dict | None:
+    def guard_report(self, state: LoopState) -> dict | None:
         """The guard's verdict over the run's last ``loop.guard_windows`` labelled windows."""
         if self.settings.guard == "off":
             return None
@@ -741,8 +805,8 @@ class ContinuousDeployment:
         if tested is None:
             return None
         windows, served = tested
-        n_rows = sum(state["paired"][str(w)][2] for w in windows)
-        static_correct = sum(state["paired"][str(w)][3] for w in windows)
+        n_rows = sum(state.paired[str(w)][2] for w in windows)
+        static_correct = sum(state.paired[str(w)][3] for w in windows)
         static_accuracy = static_correct / n_rows if n_rows else float("nan")
         return _json_safe(
             {
@@ -755,15 +819,15 @@ class ContinuousDeployment:
                 "p_value": served.p_value,
                 "n": served.n,
                 "worse": served.worse,
-                "first_window_worse": state["guard"]["first_worse"],
-                "reverts": state["guard"]["reverts"],
+                "first_window_worse": state.guard["first_worse"],
+                "reverts": state.guard["reverts"],
             }
         )
 
     def challenge(
         self,
         t: int,
-        state: dict,
+        state: LoopState,
         pending: list[int],
         newest: int | None,
         promoted: TrainedCandidate | None,
@@ -780,7 +844,7 @@ class ContinuousDeployment:
         rival = self.update.retrain().run(
             self.challenger.make,
             None,
-            self.train_splits(pending[-1], _quarantined(state)),
+            self.data.train_splits(pending[-1], state.quarantined_windows),
             pending,
             None,
             window_seed(self.settings.seed, t),
@@ -790,7 +854,7 @@ class ContinuousDeployment:
             grow_head=self.settings.head == "grow",
         )
         opponent = promoted.module if promoted is not None else champion
-        decision, fresh = self.judge(rival.module, opponent, pending, _quarantined(state))
+        decision, fresh = self.judge(rival.module, opponent, pending, state.quarantined_windows)
         diff = decision.numbers.get("fresh_diff")
         if decision.promote and not (diff is not None and diff > 0):
             # Passing the gate means "not worse"; a line of another architecture replaces the
@@ -803,7 +867,7 @@ class ContinuousDeployment:
     def decide_challenger(
         self,
         t: int,
-        state: dict,
+        state: LoopState,
         rival: TrainedCandidate,
         decision: GateDecision,
         fresh: Evaluation,
@@ -817,8 +881,8 @@ class ContinuousDeployment:
         self.logger.log_version(record)
         if decision.promote:
             self.registry.promote(record.id, window=t, reason=f"challenger: {decision.reason}")
-            self.watch(state, record.id, state["champion"], t)
-            state["champion"] = record.id
+            self.watch(state, record.id, state.champion, t)
+            state.champion = record.id
         else:
             self.registry.reject(record.id, window=t)
         numbers = {"reason": decision.reason, **decision.numbers}
@@ -828,31 +892,32 @@ class ContinuousDeployment:
         return rival.module if decision.promote else champion
 
     def land_labels(
-        self, t: int, row: dict, state: dict, champion: ClassifierModule, static: ClassifierModule
+        self, t: int, row: dict, state: LoopState, champion: ClassifierModule, static: ClassifierModule
     ) -> list[int]:
         """The labels that land at step ``t`` (window ``t``'s own without a delay) score the windows
         they belong to and go to the triggers; returns the windows the triggers observed. A screened
         window whose labels look poisoned is set aside: no trigger, update, buffer, gate or guard
         sees it."""
         observed = []
-        for w in self.arrivals.get(t, []):
-            labelled = row if w == t else next(r for r in reversed(state["rows"]) if r["window"] == w)
-            served, probabilities, static_eval = self.label(labelled, w, champion, state["champion"], static)
-            x, y = self.as_read_by(self.windows[w].x, champion), self.windows[w].y
+        for w in self._landed:
+            labelled = self.row_of(w)
+            served, probabilities, static_eval = self.label(labelled, w, champion, state.champion, static)
+            window = self.data.labelled(w)
+            x, y = self.as_read_by(window.x, champion), window.y
             screened = self.screen.screen(x, y, probabilities) if self.screen is not None else None
             if screened is not None and screened.quarantine:
                 labelled["screen"] = f"quarantined: {screened.reason}"
                 evidence = {"window": w, "flagged": screened.flagged, "reason": screened.reason}
-                state["quarantined"] = [*state.get("quarantined", []), _json_safe(evidence | screened.checks)]
+                state.quarantined = [*state.quarantined, _json_safe(evidence | screened.checks)]
                 continue
             if screened is not None:
                 self.screen.accept(x, y, probabilities)
                 if screened.flagged:
                     labelled["screen"] = f"accepted: {screened.reason}"
-            champion_record = self.registry.get(state["champion"])
+            champion_record = self.registry.get(state.champion)
             self.trigger.update(
                 Observation(
-                    replace(self.windows[w], x=x),
+                    replace(window, x=x),
                     served.scores(),
                     champion_record.n_samples,
                     position=w,
@@ -861,19 +926,16 @@ class ContinuousDeployment:
                     champion_windows=tuple(champion_record.trained_on_windows),
                     probabilities=probabilities,
                     reference=lambda positions, rows: self.as_read_by(
-                        self.reference_rows(positions, rows), champion
+                        self.data.reference_rows(positions, rows), champion
                     ),
                 )
             )
             observed.append(w)
-            state["pending"].append(w)
+            state.pending.append(w)
             # Rows the served model and v1 never updated got right or wrong, for the guard.
             gained, lost, n = discordant_counts(served.correct, static_eval.correct)
-            state["paired"][str(w)] = [gained, lost, n, int(np.sum(static_eval.correct))]
+            state.paired[str(w)] = [gained, lost, n, int(np.sum(static_eval.correct))]
         return observed
-
-    def xy(self, w: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.windows[w].x, self.windows[w].y
 
     def label(
         self, row: dict, w: int, champion: ClassifierModule, champion_id: str, static: ClassifierModule
@@ -889,6 +951,7 @@ class ContinuousDeployment:
         x, y = self.xy(w)
         served, static_eval = evaluate(server, x, y), evaluate(static, x, y)
         row |= {
+            "n_labelled": len(y),
             "served_accuracy": served.accuracy,
             "static_accuracy": static_eval.accuracy,
             "served_balanced_accuracy": _finite(served.value("balanced_accuracy")),
@@ -899,21 +962,22 @@ class ContinuousDeployment:
         probabilities = served.probs if server is champion else champion.predict_logits(x).softmax(1).numpy()
         return served, probabilities, static_eval
 
-    def window_row(self, t: int, state: dict) -> dict:
+    def window_row(self, t: int, state: LoopState) -> dict:
         """Window ``t``'s row of windows.csv, with every column at its empty value; the scores stay
         empty until its labels arrive."""
-        window = self.windows[t]
+        window = self.data[t]
         return {
             "window": t,
             "start": str(window.start),
             "end": str(window.end),
             "n": len(window),
+            "n_labelled": None,  # rows whose labels landed (labels may arrive apart from inputs)
             "served_accuracy": None,
             "static_accuracy": None,
             "served_balanced_accuracy": None,
             "served_f1": None,
             "served_loss": None,
-            "champion": state["champion"],
+            "champion": state.champion,
             "trigger": "",
             "trigger_reason": "",
             "trigger_statistic": None,
@@ -954,7 +1018,7 @@ class ContinuousDeployment:
         self,
         t: int,
         window: Window,
-        state: dict,
+        state: LoopState,
         champion: ClassifierModule,
         row: dict,
         evidence: bool = True,
@@ -963,13 +1027,13 @@ class ContinuousDeployment:
         candidate once the rollout decides. Runs inside the window's registry transaction. Without
         ``evidence`` (labels the screen quarantined) the window is served but the rollout is held:
         its decision ``held``, its state unchanged."""
-        candidate_id = state["rollout"]["candidate"]
+        candidate_id = state.rollout["candidate"]
         self._require_rollout(candidate_id)
         if self._candidate[0] != candidate_id:
             self._candidate = (candidate_id, self.load(candidate_id))
         candidate = self._candidate[1]
         latency = {}
-        for arm, model in ((state["champion"], champion), (candidate_id, candidate)):
+        for arm, model in ((state.champion, champion), (candidate_id, candidate)):
             start = time.perf_counter()
             latency[arm] = (model.predict_logits(window.x).float().numpy(), time.perf_counter() - start)
         (ours, _), (theirs, _) = latency.values()
@@ -998,19 +1062,19 @@ class ContinuousDeployment:
             "rollout_p_value": summary.get("p_value"),
         }
         if outcome == "continue":
-            state["rollout"] = self.rollout.state_dict()
+            state.rollout = self.rollout.state_dict()
             return champion
         reason = f"{self.rollout.kind} rollout over {self.rollout.windows} window(s): {outcome}"
         if outcome == "promote":
             self.registry.promote(candidate_id, window=t, reason=reason)
-            self.watch(state, candidate_id, state["champion"], t)
-            state["champion"] = candidate_id
+            self.watch(state, candidate_id, state.champion, t)
+            state.champion = candidate_id
         else:
             self.registry.reject(candidate_id, window=t)
         label, numbers = "promoted" if outcome == "promote" else "rejected", {"reason": reason, **summary}
         self.registry.record_decision(candidate_id, t, label, numbers)
         self.logger.log_decision(candidate_id, t, label, numbers)
-        state["rollout"] = None
+        state.rollout = None
         self._candidate = ("", None)
         return candidate if outcome == "promote" else champion
 
@@ -1025,8 +1089,7 @@ class ContinuousDeployment:
         """The gate's decision, and the candidate's score on the fresh rows: ``fresh``, or the
         held-out rows of the newest of the ``pending`` windows the candidate was trained for."""
         fresh = fresh if fresh is not None else self.split(pending[-1]).holdout
-        earlier = [w for w in range(pending[0]) if w not in set(quarantined)]
-        past = self.gate.past(self.readable(earlier, candidate))  # older windows may lack new columns
+        past = self.past_windows(pending[0], candidate, quarantined)
         fresh_candidate = evaluate(candidate, *fresh)
         trusted = self.trusted_rows()
         if trusted is not None and not self.reads(candidate, present_features(trusted[0])):
@@ -1041,6 +1104,18 @@ class ContinuousDeployment:
         )
         return decision, fresh_candidate
 
+    def past_windows(self, before: int, candidate: ClassifierModule, quarantined: Sequence[int]) -> list[int]:
+        """The gate's past windows: the newest ``gate.past_windows`` before ``before`` that are not
+        quarantined and whose rows carry every column ``candidate`` reads (older windows may lack
+        new columns); looked for from the newest back, so the cost does not grow with the run."""
+        limit, skipped, found = self.gate.past_windows, set(quarantined), []
+        for w in range(before - 1, -1, -1):
+            if limit is not None and len(found) == limit:
+                break
+            if w not in skipped and self.reads(candidate, self.data.present(w)):
+                found.append(w)
+        return found[::-1]
+
     def feed_buffer(self, index: int, trained: ClassifierModule) -> None:
         """Offer a window's training rows to the buffer, with the logits of the model that just
         learned them when a strategy replays logits (DER++)."""
@@ -1053,30 +1128,39 @@ class ContinuousDeployment:
         self.buffer.update(x, y, window=index, logits=logits)
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def checkpoint(self, state: dict, t: int) -> None:
-        """Record progress up to window ``t``; called inside the window's registry transaction."""
-        state["next_window"] = t + 1
-        state["trigger"] = self.trigger.state_dict()
+    def checkpoint(self, state: LoopState, t: int) -> None:
+        """Record progress up to window ``t``; called inside the window's registry transaction.
+        Its cost does not grow with the run: the rows written are this step's, and the state keeps
+        only what the next window needs (``LoopState``)."""
+        state.next_window = t + 1
+        state.trigger = self.trigger.state_dict()
         if self.screen is not None:
-            state["screen"] = self.screen.state_dict()
-        state["buffer_file"] = ""
+            state.screen = self.screen.state_dict()
+        if self._source_changed:  # polled since the last checkpoint (or a source that records landings)
+            self.registry.set_state(SOURCE_KEY, self.stream.state_dict())
+            self._source_changed = False
+        state.keep_paired(self.settings.guard_windows)
+        state.buffer_file = ""
         if self.buffer is not None:
             # Written before the transaction commits; a crash leaves an unreferenced file, never a
             # referenced file that is missing.
             name = f"buffer-{t:05d}.safetensors"
             (self.run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
             save_tree(self.run_dir / "checkpoint" / name, self.buffer.state_dict())
-            state["buffer_file"] = name
-        self.registry.set_state(CHECKPOINT_KEY, state)
+            state.buffer_file = name
+        self.registry.put_window_rows([self._rows[w] for w in sorted(self._rows)])
+        self.registry.set_state(CHECKPOINT_KEY, state.to_dict())
 
-    def prune_checkpoints(self, state: dict) -> None:
+    def prune_checkpoints(self, state: LoopState) -> None:
         """Delete buffer files older than the committed one; only after the commit, never inside it."""
+        if not state.buffer_file:
+            return
         for old in (self.run_dir / "checkpoint").glob("buffer-*.safetensors"):
-            if old.name < state["buffer_file"]:
+            if old.name < state.buffer_file:
                 old.unlink(missing_ok=True)
 
-    def check_same_config(self, state: dict) -> None:
-        saved, now = _flatten(state.get("config", {})), _flatten(self.config)
+    def check_same_config(self, state: LoopState) -> None:
+        saved, now = _flatten(state.config), _flatten(self.config)
         changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
@@ -1088,22 +1172,31 @@ class ContinuousDeployment:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("champion {task.fields[champion]}"),
-            TimeRemainingColumn(),
+            TimeElapsedColumn(),
             disable=not self.progress,
         )
 
     # ---- results ----------------------------------------------------------------------------
     def accuracy_matrix(self) -> pd.DataFrame:
-        """Accuracy of every version (rows, in creation order) on every window's held-out rows."""
-        rows = {}
-        for record in self.registry.versions():
-            module = self.load(record.id)
-            readable = set(self.readable(range(len(self.windows)), module))
-            rows[record.id] = [
-                evaluate(module, *self.split(j).holdout).accuracy if j in readable else float("nan")
-                for j in range(len(self.windows))
-            ]
-        return pd.DataFrame.from_dict(rows, orient="index", columns=range(len(self.windows)))
+        """Accuracy on each of the newest ``loop.matrix_windows`` windows' held-out rows (columns, by
+        window) of every version made in them and of every champion that served them (rows, in
+        creation order): a bounded amount of work however long the run."""
+        if self.state is None:
+            return pd.DataFrame()
+        last = self.state.next_window
+        first = max(0, last - self.settings.matrix_windows)
+        served = {r["champion"] for r in self.registry.window_rows(first)}
+        records = [r for r in self.registry.versions() if r.id in served or (r.created_window or 0) >= first]
+        rows = {r.id: [float("nan")] * (last - first) for r in records}
+        # A few versions at a time against every window, so that each window is read once a group
+        # (a lazy source reads it from its files again) and only a group's modules are in memory.
+        for group in range(0, len(records), MATRIX_GROUP):
+            modules = {r.id: self.load(r.id) for r in records[group : group + MATRIX_GROUP]}
+            for j in range(first, last):
+                for version, module in modules.items():
+                    if self.reads(module, self.data.present(j)):
+                        rows[version][j - first] = evaluate(module, *self.split(j).holdout).accuracy
+        return pd.DataFrame.from_dict(rows, orient="index", columns=range(first, last))
 
 
 def _flatten(d: Mapping, prefix: str = "") -> dict:
@@ -1125,56 +1218,6 @@ def _json_safe(tree):
     if isinstance(tree, float) and math.isnan(tree):
         return None
     return tree
-
-
-def load_trusted(path: str | Path, stream: Stream) -> tuple[np.ndarray, np.ndarray]:
-    """A trusted reference set from a ``.npz`` file with arrays ``x`` (rows shaped like the stream's
-    features) and ``y`` (class ids); read without unpickling anything."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"gate.trusted file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files if name in ("x", "y")}
-    except (ValueError, OSError) as err:
-        raise DataError(f"gate.trusted file {path} is not a readable .npz without pickles: {err}") from None
-    if set(arrays) != {"x", "y"}:
-        raise DataError(f"gate.trusted file {path} needs arrays 'x' and 'y'; it has {sorted(arrays)}")
-    x, y = arrays["x"].astype(np.float32), arrays["y"]
-    shape = tuple(stream.feature_shape)
-    if x.shape[1:] != shape or len(x) != len(y) or not len(y):
-        raise DataError(
-            f"gate.trusted file {path}: x has shape {x.shape} and y {y.shape}; "
-            f"expected (n, {', '.join(map(str, shape))}) and (n,) with n > 0"
-        )
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(stream.classes):
-        raise DataError(f"gate.trusted file {path}: y must be class ids in 0..{len(stream.classes) - 1}")
-    if not np.isfinite(x).all():
-        raise DataError(f"gate.trusted file {path}: x holds NaN or infinite values")
-    return x, y.astype(np.int64)
-
-
-def labelled_rows(rows: Sequence[dict], windows: Sequence[int]) -> list[dict]:
-    """The rows of ``windows``, in window order."""
-    wanted = set(windows)
-    return sorted((r for r in rows if r["window"] in wanted), key=lambda r: r["window"])
-
-
-def _no_harm_state() -> dict:
-    """The loop's state for the temporal gate, rollbacks and the guard, empty."""
-    return {
-        "awaiting": None,  # {"candidate", "pending", "window"}: a candidate waiting for its window
-        "watch": None,  # {"version", "replaced", "window"}: a new champion's first served window
-        "rollbacks": [],
-        "rollback_failures": [],
-        "paired": {},  # window -> [served only right, v1 only right, rows, v1 right]
-        "guard": {"since": 0, "first_worse": None, "reverts": []},
-    }
-
-
-def _quarantined(state: dict) -> list[int]:
-    """Windows the screen set aside (a run from before screening has none)."""
-    return [q["window"] for q in state.get("quarantined", [])]
 
 
 def _finite(value: float | None) -> float | None:
