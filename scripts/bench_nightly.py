@@ -272,10 +272,10 @@ def section(result: dict, args: argparse.Namespace, extra: list[str], minutes: f
         "",
         "A night's fixed cost is starting the process (importing torch and Lightning, composing the "
         "config, reading the checkpoint) and writing the outputs again (summary, plots, the accuracy "
-        "matrix of every version); a night with nothing new pays only that. Training costs more in a "
-        f"new process too: an update took a median {updates['nightly']:.2f} s in the nightly runs, each "
-        f"the first training of its process, against {updates['single']:.2f} s in the single run (the "
-        "versions' train_seconds). The nights with nothing new "
+        "matrix of every version); a night with nothing new pays only that. An update's training took a "
+        f"median {updates['nightly']:.2f} s in the nightly runs, each the first training of its process, "
+        f"and {updates['single']:.2f} s in the single run (the versions' train_seconds). The nights with "
+        "nothing new "
         + (
             "changed nothing (the same comparison)."
             if not changed

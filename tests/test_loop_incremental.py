@@ -4,6 +4,7 @@ same size however long the run; follow mode keeps polling until it is stopped.""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from perennial.data import WindowFeed
+from perennial.evaluate import PromotionGate
 from perennial.loop import CHECKPOINT_KEY
 from perennial.registry import Registry
 from perennial.tracking import RunLogger
@@ -152,3 +154,31 @@ def test_process_needs_a_feed(tmp_path):
     loop = make_loop(tmp_path)
     with pytest.raises(TypeError, match="WindowFeed"):
         loop.process([])
+
+
+def test_a_hand_promotion_between_runs_is_what_the_next_run_serves(tmp_path):
+    stream = small_stream(n_samples=4000)
+    windows = stream.windows()
+    always = PromotionGate(fresh="holdout", tolerance=1.0, forgetting_tolerance=1.0)
+    first = make_loop(tmp_path, stream=feed_like(stream), gate=always)
+    first.process(windows[:4])
+    assert first.registry.champion() == "v1.3"
+    first.registry.promote("v1.1", reason="a person's call")  # as perennial-registry promote does
+    first.registry.close()
+
+    again = make_loop(tmp_path, stream=feed_like(stream), gate=always)
+    result = again.process(windows[:5])
+    served = next(r for r in result["rows"] if r["window"] == 4)
+    assert served["champion"] == "v1.1"  # the registry's champion, which the server serves
+    assert again.registry.get(served["trained"]).parent == "v1.1"  # and the line goes on from it
+
+
+def test_two_processes_cannot_run_one_directory_at_once(tmp_path):
+    loop = make_loop(tmp_path)
+    (tmp_path / ".lock").touch()
+    with open(tmp_path / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's run in progress
+        with pytest.raises(RuntimeError, match="being run by another process"):
+            loop.run()
+    assert loop.registry.versions() == []
+    loop.run()  # once it has finished, the run goes ahead

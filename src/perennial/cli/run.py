@@ -162,8 +162,8 @@ def run(cfg: DictConfig) -> dict:
         if not result["started"]:
             print(
                 f"perennial-run: waiting for data: {result['windows']} complete window(s) in "
-                f"{stream.name!r}, v1 needs loop.warmup_windows={cfg.loop.warmup_windows}; nothing "
-                f"written, run again when more has landed",
+                f"{stream.name!r}, v1 needs loop.warmup_windows={cfg.loop.warmup_windows}; no model "
+                f"trained and nothing committed: run again when more has landed",
                 file=sys.stderr,
             )
             return {}

@@ -11,10 +11,12 @@ and ``process`` takes windows pushed by the caller's own scheduler.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -253,12 +255,13 @@ class ContinuousDeployment:
     def run(self, resume: bool = False) -> dict:
         """Process every window that is complete now, commit, and return the run's result: the one
         command of a nightly schedule (run again tomorrow with ``resume``, it continues)."""
-        self.open(resume)
-        if self.state is not None:
-            self.start_logger()
-            with self.logger, self.progress_bar() as bar:
-                self._process(self._incoming(), bar)
-        return self.result()
+        with self.run_lock():
+            self.open(resume)
+            if self.state is not None:
+                self.start_logger()
+                with self.logger, self.progress_bar() as bar:
+                    self._process(self._incoming(), bar)
+            return self.result()
 
     def follow(self, poll_seconds: float, on_commit: Callable[[dict], object] | None = None) -> dict:
         """Keep processing windows as they become complete, polling the source every ``poll_seconds``,
@@ -266,7 +269,7 @@ class ContinuousDeployment:
         finishes first. ``on_commit(result)`` runs after each poll that processed windows (the CLI
         refreshes summary.json, windows.csv and the plots)."""
         logging = False
-        with self.logger, self.progress_bar() as bar:
+        with self.run_lock(), self.logger, self.progress_bar() as bar:
             while not self.stop.is_set():
                 self.open(resume=True)  # until v1 is trained, each poll tries again
                 if self.state is not None and not logging:
@@ -289,6 +292,24 @@ class ContinuousDeployment:
             )
         self.stream.push(*windows)
         return self.run(resume=True)
+
+    @contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Hold the run directory for this process while it runs: two runs of one directory (a
+        nightly job still going when the next starts) would process the same windows twice."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(
+                    f"{self.run_dir} is being run by another process; wait for it to finish (or stop it) "
+                    "and run again"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def open(self, resume: bool) -> None:
         """Load the run's checkpoint and models (once a process), or start the run: train v1 once the
@@ -316,6 +337,11 @@ class ContinuousDeployment:
             if (source := self.registry.get_state(SOURCE_KEY)) is not None:
                 self.stream.load_state_dict(source)
         state = self.state
+        current = self.registry.champion()
+        if current is not None and current != state.champion and not state.rollout:
+            # A person promoted or rolled back between runs (perennial-registry): the registry is what
+            # the server serves, so the loop serves, compares and fine-tunes from it too.
+            state.champion, state.watch = current, None
         self.champion = self.load(state.champion)
         self.static = self.load(state.static)
         self.trigger.load_state_dict(state.trigger)
