@@ -98,3 +98,19 @@ def test_follow_processes_partitions_as_they_land_and_sigterm_exits_cleanly(tmp_
     assert rows["window"].tolist() == list(range(1, DAYS - 1))  # the last day waits for the next
     summary = json.loads((run / "summary.json").read_text())
     assert summary["input"]["late_rows"] == 0 and summary["input"]["files"] == DAYS
+
+
+def test_quarantine_csv_keeps_the_bad_rows_of_every_night(tmp_path):
+    landing, run = tmp_path / "landing", tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for days, bad_day in ((range(5), 1), (range(5, 9), 6)):
+        land(landing, days)
+        path = landing / f"day-{bad_day:03d}.csv"
+        frame = pd.read_csv(path)
+        frame.loc[3, "amount"] = np.nan  # one bad row a night
+        frame.to_csv(path, index=False)
+        night = subprocess.run(command(landing, run), cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert night.returncode == 0, night.stderr[-3000:]
+    quarantine = pd.read_csv(run / "quarantine.csv")
+    assert sorted(Path(s).name for s in quarantine["_source"]) == ["day-001.csv", "day-006.csv"]
+    assert json.loads((run / "summary.json").read_text())["quarantined_rows"] == 2

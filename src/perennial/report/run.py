@@ -150,9 +150,18 @@ def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFram
     rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else ROW_COLUMNS)
     atomic_write_text(paths[0], rows.to_csv(index=False))
     atomic_write_text(paths[1], matrix.to_csv(index_label="version"))
-    if len(stream.quarantine):
+    quarantine = stream.quarantine
+    if getattr(stream, "growing", False) and (run_dir / "quarantine.csv").exists():
+        # A growing source sets aside the rows of the files it read in this process; the rows of
+        # earlier runs' files are in the file already, and stay there.
+        earlier = pd.read_csv(run_dir / "quarantine.csv", dtype={"_source": str})
+        if "_source" in quarantine:
+            quarantine = quarantine.astype({"_source": str})
+        quarantine = pd.concat([earlier, quarantine], ignore_index=True)
+        quarantine = quarantine.drop_duplicates(subset=["_source", "_row"], keep="last")
+    if len(quarantine):
         paths.append(run_dir / "quarantine.csv")
-        atomic_write_text(paths[-1], stream.quarantine.to_csv(index=False))
+        atomic_write_text(paths[-1], quarantine.to_csv(index=False))
     paths.append(plot_accuracy(rows, run_dir / "accuracy_over_time.png", stream.name))
     paths.append(plot_matrix(matrix, run_dir / "accuracy_matrix.png"))
     paths.append(run_dir / "summary.json")
