@@ -19,7 +19,6 @@ windows) with ``data.window=1D``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -27,18 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from bench_update import command, load_average, machine, replace_section
 from make_partitions import partition_path, periods, write
 from perennial.loop import CHECKPOINT_KEY
 from perennial.registry import Registry
+from perennial.report.compare import differences, run_view
 
 START = pd.Timestamp("2024-03-01")
 SHOPS = np.array(["north", "south", "east", "west", "online"])
@@ -112,67 +111,6 @@ def run_args(landing: Path, run_dir: Path, extra: list[str]) -> list[str]:
     ]
 
 
-def run_view(run_dir: Path) -> dict:
-    """What a run holds, less wall-clock times (created_at, train_seconds, decision times)."""
-    with Registry(run_dir / "registry", create=False) as registry:
-        versions = {}
-        for record in registry.versions():
-            fields = asdict(record)
-            for clock in ("created_at", "train_seconds"):
-                fields.pop(clock)
-            # Loaded, not hashed: a tree file's header metadata comes out in no fixed order, so the same
-            # tree saved by two processes can differ in bytes.
-            names = [n.removesuffix(".safetensors") for n in registry.checksums(record.id)]
-            fields["files"] = {n: registry.load_extra(record.id, n) for n in names if n != "weights"}
-            fields["files"]["weights"] = registry.load_weights(record.id)
-            versions[record.id] = fields
-        state = registry.get_state(CHECKPOINT_KEY)
-        state["compute"].pop("train_seconds")
-        view = {
-            "versions": versions,
-            "decisions": [{k: v for k, v in d.items() if k != "at"} for d in registry.decisions()],
-            "champion_history": [
-                {k: v for k, v in h.items() if k != "at"} for h in registry.champion_history()
-            ],
-            "window_rows": registry.window_rows(),
-            "checkpoint": state,
-        }
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary["compute"].pop("train_seconds")
-    view["summary.json"] = summary
-    for name in ("windows.csv", "accuracy_matrix.csv"):
-        view[name] = (run_dir / name).read_text()
-    return view
-
-
-def differences(a: object, b: object, where: str) -> list[str]:
-    """Where ``a`` and ``b`` differ, as paths; tensors bit for bit (dtype, shape and every value)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        same = (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and torch.equal(a, b)
-        )
-        return [] if same else [f"{where}: tensors differ"]
-    if isinstance(a, dict) and isinstance(b, dict):
-        found = [f"{where}.{k}: only in the nightly run" for k in a.keys() - b.keys()]
-        found += [f"{where}.{k}: only in the single run" for k in b.keys() - a.keys()]
-        for key in a.keys() & b.keys():
-            found += differences(a[key], b[key], f"{where}.{key}")
-        return found
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
-        pairs = enumerate(zip(a, b, strict=True))
-        return [d for i, (x, y) in pairs for d in differences(x, y, f"{where}[{i}]")]
-    return [] if a == b else [f"{where}: {_short(a)} (nightly) != {_short(b)} (single)"]
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def median_update_seconds(run_dir: Path) -> float:
     """The median training time of the versions after v1, from their records."""
     with Registry(run_dir / "registry", create=False) as registry:
@@ -191,11 +129,19 @@ def measure(days: int, per_day: int, extra: list[str], workdir: Path) -> dict:
         print(f"night {number}: exit {nights[-1].code}, {nights[-1].seconds:.1f} s", file=sys.stderr)
     nightly_view = run_view(nightly)
     whole = perennial_run(run_args(landing, single, extra), len(parts), single)
-    found = ["the single run failed"] if whole.code else differences(nightly_view, run_view(single), "run")
+    found = (
+        ["the single run failed"]
+        if whole.code
+        else differences(nightly_view, run_view(single), "run", ("nightly", "single"))
+    )
     # Nights with nothing new, a few, for a steadier figure of a night's fixed cost.
     idle = [perennial_run(run_args(landing, nightly, extra), len(parts), nightly) for _ in range(IDLE_NIGHTS)]
     failed = any(night.code for night in idle)
-    changed = ["a night failed"] if failed else differences(run_view(nightly), nightly_view, "run")
+    changed = (
+        ["a night failed"]
+        if failed
+        else differences(run_view(nightly), nightly_view, "run", ("after", "before"))
+    )
     summary = nightly_view["summary.json"]
     return {
         "update_seconds": {

@@ -5,21 +5,20 @@ exit status 2, naming the file, and the run goes on once the file is fixed."""
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from perennial.cli.run import main as perennial_run_main
 from perennial.loop import CHECKPOINT_KEY
 from perennial.registry import Registry
+from perennial.report.compare import differences, run_view
 
 DAYS = 6
 ROWS_A_DAY = 100
@@ -89,52 +88,9 @@ def perennial_run(landing: Path, run_dir: Path) -> Night:
     return Night(code, err.getvalue())
 
 
-def run_view(run_dir: Path) -> dict:
-    """What a run holds, less wall-clock times: every version's record, weights and extras, every
-    decision and champion change, every window's row, the checkpoint, and the output files."""
-    with Registry(run_dir / "registry", create=False) as registry:
-        versions = []
-        for record in registry.versions():
-            fields = asdict(record)
-            for clock in ("created_at", "train_seconds"):
-                fields.pop(clock)
-            # Loaded, not hashed: a tree file's header metadata comes out in no fixed order.
-            names = [n.removesuffix(".safetensors") for n in registry.checksums(record.id)]
-            files = {name: registry.load_extra(record.id, name) for name in names if name != "weights"}
-            fields["files"] = files | {"weights": registry.load_weights(record.id)}
-            versions.append(fields)
-        state = registry.get_state(CHECKPOINT_KEY)
-        state["compute"].pop("train_seconds")
-        view = {
-            "versions": versions,
-            "decisions": [{k: v for k, v in d.items() if k != "at"} for d in registry.decisions()],
-            "champions": [{k: v for k, v in h.items() if k != "at"} for h in registry.champion_history()],
-            "rows": registry.window_rows(),
-            "state": state,
-        }
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary["compute"].pop("train_seconds")
-    view["summary"] = summary
-    for name in ("windows.csv", "accuracy_matrix.csv"):
-        view[name] = (run_dir / name).read_text()
-    return view
-
-
-def same(a: object, b: object, where: str = "run") -> None:
+def same(a: object, b: object) -> None:
     """``a == b`` all the way down, tensors bit for bit; a difference is named by its path."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        # (key order is not compared: safetensors files load their tensors in no fixed order)
-        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
+    assert differences(a, b) == []
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +132,8 @@ def test_every_night_exits_0_and_the_first_ones_wait_for_data(nights):
 def test_nightly_runs_give_the_registry_and_summary_of_one_run_over_all_partitions(nights):
     assert nights["whole_night"].code == 0, nights["whole_night"].stderr[-2000:]
     nightly, whole = nights["last"], nights["whole"]
-    assert nightly["summary"]["windows"] == DAYS - 1  # the last day is not over yet
-    assert len(nightly["versions"]) >= 3 and nightly["summary"]["evaluated_windows"] == DAYS - 3
+    assert nightly["summary.json"]["windows"] == DAYS - 1  # the last day is not over yet
+    assert len(nightly["versions"]) >= 3 and nightly["summary.json"]["evaluated_windows"] == DAYS - 3
     same(nightly, whole)
 
 
