@@ -162,6 +162,10 @@ def test_every_config_instantiates(group, option, tmp_path):
     if group == "data" and option == "table":
         unprepared_csv(tmp_path / "t.csv", n=300)
         overrides += [f"data.path={tmp_path / 't.csv'}", "data.time_column=Order Date", "data.target=label"]
+    if group == "data" and option == "serve_log":
+        from tests.data.test_serve_log import numeric_registry
+
+        overrides += [f"data.path={numeric_registry(tmp_path / 'registry') / 'serve-log.sqlite'}"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="run", overrides=overrides)
     node = cfg[group]

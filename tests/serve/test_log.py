@@ -9,10 +9,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
+from perennial.registry import Registry, VersionRecord
 from perennial.rollout import ABTest
+from perennial.rollout.live import make_rollout
 from perennial.serve.log import RequestLog, Served, analyze
-from perennial.serve.models import make_rollout
 
 
 def served(i: int, arm: str = "v1", rollout: int | None = None, predictions=(1,)) -> Served:
@@ -102,10 +104,14 @@ def test_a_row_the_driver_cannot_bind_fails_only_its_writer_not_its_group(tmp_pa
 
 
 def test_analyze_recomputes_an_ab_test_with_the_same_class(tmp_path):
-    settings = {"share": 0.5, "salt": "s", "alpha": 0.05}
-    log = RequestLog(tmp_path / "log.sqlite")
-    rollout = log.start_rollout("ab", "v1", "v2", settings)
-    live = make_rollout("ab", "v1", "v2", settings)
+    registry = Registry(tmp_path)
+    for version in ("v1", "v2"):
+        registry.add(VersionRecord(version, None, "stateless"), {"w": torch.zeros(1)})
+    registry.promote("v1")
+    record = registry.rollouts.request("ab", "v1", "v2", {"share": 0.5, "alpha": 0.05}, salt="s")
+    log = RequestLog(tmp_path / "serve-log.sqlite")
+    live = make_rollout("ab", record.settings)
+    live.begin("v1", "v2", salt="s")
     reference = ABTest("v1", {"v2": 0.5}, salt="s")
     rng = np.random.default_rng(0)
     for i in range(600):
@@ -113,15 +119,64 @@ def test_analyze_recomputes_an_ab_test_with_the_same_class(tmp_path):
         label = int(rng.integers(0, 2))
         right = rng.random() < (0.9 if arm == "v2" else 0.7)
         prediction = label if right else 1 - label
-        log.write_request(served(i, arm, rollout, [prediction]))
+        log.write_request(served(i, arm, record.id, [prediction]))
         log.write_feedback(f"r{i}", [label])
-        live.feedback(arm, [prediction], [label])
+        live.record([arm], [prediction], [label])
         reference.record([arm], [float(right)])
-    log.end_rollout(rollout, "promote")
     log.close()
-    report = analyze(tmp_path / "log.sqlite")
+    report = analyze(tmp_path / "serve-log.sqlite")  # the registry beside the log
     ab = report["rollouts"][0]
-    assert ab["outcome"] == "promote" and ab["decision"] == "promote"
+    assert ab["outcome"] == "requested" and ab["decision"] == "promote"
     assert ab["p_value"] == pytest.approx(reference.results()["v2"]["p_holm"])
     assert ab["p_value"] == pytest.approx(live.summary()["p_value"])
     assert report["arms"]["v2"]["accuracy"] > report["arms"]["v1"]["accuracy"]
+
+
+def test_a_request_keeps_its_rows_as_sent_for_training_on_them_later(tmp_path):
+    log = RequestLog(tmp_path / "log.sqlite")
+    named = [{"temp": 12.5, "carrier": "UA"}, {"temp": None, "carrier": "LH"}]
+    log.write_request(Served("named", "u", "v1", "v1", "v1", None, [1, 0], 0.1, inputs=named))
+    numeric = np.array([[1.5, 2.0]], dtype=np.float32)  # a caller's array rows are JSON too
+    log.write_request(Served("numeric", "u", "v1", "v1", "v1", None, [1], 0.1, inputs=list(numeric)))
+    log.write_request(Served("bare", "u", "v1", "v1", "v1", None, [1], 0.1))
+    assert log.request("named")["inputs"] == named and log.request("numeric")["inputs"] == [[1.5, 2.0]]
+    assert log.request("bare")["inputs"] is None
+    log.close()
+    with sqlite3.connect(tmp_path / "log.sqlite") as conn:
+        stored = conn.execute("SELECT inputs FROM requests WHERE request_id = 'named'").fetchone()[0]
+    assert stored == '[{"temp":12.5,"carrier":"UA"},{"temp":null,"carrier":"LH"}]'  # compact
+
+
+def test_an_old_log_gains_the_inputs_column_and_the_time_index(tmp_path):
+    path = tmp_path / "log.sqlite"
+    with sqlite3.connect(path) as conn:  # as a server wrote it before requests kept their rows
+        conn.execute(
+            "CREATE TABLE requests (request_id TEXT PRIMARY KEY, unit TEXT NOT NULL, arm TEXT NOT NULL,"
+            " version TEXT NOT NULL, champion TEXT NOT NULL, rollout INTEGER, predictions TEXT NOT NULL,"
+            " latency_ms REAL NOT NULL, at REAL NOT NULL, teams TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO requests VALUES ('old', 'u', 'v1', 'v1', 'v1', NULL, '[1]', 0.1, 1.0, NULL)"
+        )
+    log = RequestLog(path)
+    log.write_request(Served("new", "u", "v1", "v1", "v1", None, [1], 0.1, inputs=[[1.0]]))
+    assert log.request("old")["inputs"] is None and log.request("new")["inputs"] == [[1.0]]
+    log.close()
+    with sqlite3.connect(path) as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(requests)")}
+    assert "requests_at" in indexes
+
+
+def test_a_read_only_reader_sees_committed_rows_while_the_server_keeps_writing(tmp_path):
+    path = tmp_path / "log.sqlite"
+    log = RequestLog(path)
+    log.write_request(served(0))
+    reader = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+    log.write_request(served(1))  # the writer is not blocked by the open read transaction
+    assert reader.execute("SELECT count(*) FROM requests").fetchone()[0] == 1  # the reader's snapshot
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT count(*) FROM requests").fetchone()[0] == 2
+    reader.close()
+    log.close()

@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", default="promoted by hand", help="recorded in the champion history")
     rollback = commands.add_parser("rollback", help="restore the champion that the current one replaced")
     rollback.add_argument("--reason", default="rolled back by hand", help="recorded in the champion history")
+    export = commands.add_parser(
+        "export", help="start a new registry at --to whose champion (v1) is VERSION, to serve first"
+    )
+    export.add_argument("version")
+    export.add_argument("--to", type=Path, required=True, help="the new registry's directory")
+    rollouts = commands.add_parser("rollouts", help="the live rollouts asked for and their decisions")
+    rollouts.add_argument("--json", action="store_true", help="print them as JSON lines")
     return parser
 
 
@@ -87,6 +94,27 @@ def _rollback(registry: Registry, reason: str) -> None:
     print(describe(registry.get(restored)))
 
 
+def _export(registry: Registry, version: str, to: Path) -> None:
+    with registry.export(version, to) as exported:
+        print(f"exported {version} to {to} as v1, its champion")
+        print(describe(exported.get("v1")))
+
+
+def _rollouts(registry: Registry, as_json: bool) -> None:
+    records = registry.rollouts.all()
+    if not records:
+        print("(no rollouts)")
+    for r in records:
+        if as_json:
+            print(json.dumps(asdict(r), sort_keys=True))
+            continue
+        evidence = r.evidence or {}
+        p = evidence.get("p_value")
+        detail = f"  p={p:.3g}" if isinstance(p, float) else ""
+        line = f"{r.id}  {r.kind}  {r.candidate} vs {r.champion}  {r.status}{detail}  {r.reason or ''}"
+        print(line.rstrip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `perennial-registry DIR list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -94,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # create=False: a mistyped path must not leave an empty registry behind; and looking only
         # reads, so list and show work on a registry this user may not write.
-        readonly = args.command in ("list", "show")
+        readonly = args.command in ("list", "show", "export", "rollouts")
         registry = Registry(args.registry, create=False, readonly=readonly)
     except FileNotFoundError:
         print(f"no registry at {args.registry}", file=sys.stderr)
@@ -115,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _promote(registry, args.version, args.reason)
         elif args.command == "rollback":
             _rollback(registry, args.reason)
+        elif args.command == "export":
+            _export(registry, args.version, args.to)
+        elif args.command == "rollouts":
+            _rollouts(registry, args.json)
     except (UnknownVersion, RegistryIndexError) as err:
         print(str(err), file=sys.stderr)
         return 2

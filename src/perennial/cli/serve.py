@@ -67,7 +67,7 @@ def serve(cfg: DictConfig) -> None:
         log = Path(config.log or config.registry / "serve-log.sqlite")
         if not log.is_file():
             raise FileNotFoundError(f"no request log at {log}")
-        print(json.dumps(analyze(log), indent=2))
+        print(json.dumps(analyze(log, cfg.serve.registry), indent=2))
         return
     torch.set_num_threads(int(cfg.serve.threads))
     app = create_app(config)

@@ -4,6 +4,7 @@ from perennial.data.images import DigitsStream, FashionMNISTStream
 from perennial.data.partitions import PartitionedTable, open_table
 from perennial.data.rare import RareClassStream
 from perennial.data.schema import NewColumnsStream
+from perennial.data.serve_log import ServeLogStream
 from perennial.data.synthetic import SyntheticStream
 from perennial.data.table import TableStream
 from perennial.data.weather import WeatherStream
@@ -17,6 +18,7 @@ __all__ = [
     "NewColumnsStream",
     "PartitionedTable",
     "RareClassStream",
+    "ServeLogStream",
     "Stream",
     "SyntheticStream",
     "TableStream",

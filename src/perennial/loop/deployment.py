@@ -348,8 +348,9 @@ class ContinuousDeployment:
         if self.screen is not None:
             self.screen.load_state_dict(state.screen)
         if state.rollout:
-            self._require_rollout(state.rollout["candidate"])
-            self.rollout.load_state_dict(state.rollout, self.rollout_salt(state.rollout["candidate"]))
+            self._require_rollout(state.rollout["candidate"], state.rollout.get("on", "replay"))
+            if state.rollout.get("on") != "server":
+                self.rollout.load_state_dict(state.rollout, self.rollout_salt(state.rollout["candidate"]))
         if self.buffer is not None and state.buffer_file:
             self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state.buffer_file))
 
@@ -414,6 +415,8 @@ class ContinuousDeployment:
     def start(self) -> LoopState | None:
         """Train v1 on the warm-up windows, make it champion, and write the first checkpoint; None
         while the source has fewer windows (a finished history that never will is an error)."""
+        if (serving := self.registry.champion()) is not None:
+            return self.adopt(serving)
         warmup = self.settings.warmup_windows
         while self.stream.polled < warmup + 1 and (new := self.stream.poll()):
             for window in new:
@@ -476,6 +479,35 @@ class ContinuousDeployment:
             self.checkpoint(state, warm[-1])
         return state
 
+    def adopt(self, version: str) -> LoopState:
+        """Start the run from ``version``, the champion of a registry that already serves (a model
+        trained elsewhere and exported, ``perennial-registry export``): it serves from window 0, and it
+        is the never-updated baseline (``static``) the guard and the reports compare with."""
+        module = self.load(version)
+        width = int(np.prod(self.stream.feature_shape))
+        state = LoopState(
+            next_window=0,
+            champion=version,
+            static=version,
+            schema={"features": module.n_features or width, "classes": len(self.stream.classes)},
+            config=self.config,
+        )
+        self._rows = {}
+        with self.registry.transaction():
+            self.registry.record_decision(version, None, "adopted", {"reason": "the registry's champion"})
+            self.checkpoint(state, -1)
+        return state
+
+    def follow_champion(self, state: LoopState, champion: ClassifierModule) -> ClassifierModule:
+        """The registry's champion, if another process changed it (a person's promote or rollback,
+        a server deciding a rollout): the loop serves, compares and fine-tunes from what serves. Not
+        while this loop's own rollout runs: its decision is read where it is awaited."""
+        current = self.registry.champion()
+        if current is None or current == state.champion or state.rollout:
+            return champion
+        state.champion, state.watch = current, None
+        return self.load(current)
+
     def check_ends(self, window: Window) -> None:
         """A label delay given as a duration needs windows that end at times."""
         if isinstance(self.label_delay, str) and not isinstance(window.end, pd.Timestamp | np.datetime64):
@@ -523,6 +555,7 @@ class ContinuousDeployment:
                 f"window {t} ({self.data[t].label}) lacks feature columns that champion "
                 f"{state.champion} reads: columns may appear mid-stream (after the others), not vanish"
             )
+        champion = self.follow_champion(state, champion)
         row = self.window_row(t, state)
         self._writes, self._rows = [], {t: row}
         # 2. Labels arrive; the triggers observe the windows they label, and may fire. Served
@@ -558,7 +591,10 @@ class ContinuousDeployment:
             evidence = not row["screen"].startswith("quarantined")
             with self.registry.transaction():
                 self.apply_writes()
-                champion = self.rollout_window(t, self.data.labelled(t), state, champion, row, evidence)
+                if state.rollout.get("on") == "server":
+                    champion = self.await_live_decision(t, state, champion, row)
+                else:
+                    champion = self.rollout_window(t, self.data.labelled(t), state, champion, row, evidence)
                 self.checkpoint(state, t)
             return champion
         if firing is None or hold:
@@ -607,9 +643,7 @@ class ContinuousDeployment:
             if decision.promote and self.rollout is not None:
                 # Passed offline; live traffic decides, from the next window on.
                 label = "rollout"
-                self.rollout.begin(state.champion, record.id, self.rollout_salt(record.id))
-                state.rollout = self.rollout.state_dict()
-                self._candidate = (record.id, cand.module)
+                self.hand_to_rollout(state, record.id, cand.module, t)
             elif decision.promote:
                 self.registry.promote(record.id, window=t, reason=decision.reason)
             else:
@@ -706,9 +740,7 @@ class ContinuousDeployment:
         state.awaiting, self._awaiting = None, ("", None)
         if decision.promote and self.rollout is not None:
             label = "rollout"  # passed offline; live traffic decides, from the next window on
-            self.rollout.begin(state.champion, candidate_id, self.rollout_salt(candidate_id))
-            state.rollout = self.rollout.state_dict()
-            self._candidate = (candidate_id, candidate)
+            self._writes.append(partial(self.hand_to_rollout, state, candidate_id, candidate, t))
         elif decision.promote:
             promote = partial(self.registry.promote, candidate_id, window=t, reason=decision.reason)
             self._writes.append(promote)
@@ -1034,11 +1066,116 @@ class ContinuousDeployment:
         """Each rollout shuffles units by its own salt: the run seed and the candidate."""
         return f"{self.settings.seed}:{candidate}"
 
-    def _require_rollout(self, candidate: str) -> None:
-        if self.rollout is None:
+    def _require_rollout(self, candidate: str, on: str = "replay") -> None:
+        if self.rollout is None or self.rollout.on != on:
             raise ValueError(
-                f"this run has {candidate} in a live rollout; resume it with the same rollout= setting"
+                f"this run has {candidate} in a live rollout (rollout.on={on}); resume it with the same "
+                "rollout= setting"
             )
+
+    def hand_to_rollout(
+        self, state: LoopState, candidate_id: str, candidate: ClassifierModule, t: int
+    ) -> None:
+        """A candidate that passed the offline gate meets live traffic: the loop's replay of the next
+        windows (rollout.on=replay), or every server following the registry (rollout.on=server), which
+        the registry asks to run it. Called inside window ``t``'s transaction."""
+        if self.rollout.on == "server":
+            state.rollout = {"on": "server", "id": None, "candidate": candidate_id, "windows": 0}
+            self.request_live_rollout(state, t)
+        else:
+            self.rollout.begin(state.champion, candidate_id, self.rollout_salt(candidate_id))
+            state.rollout = self.rollout.state_dict()
+        self._candidate = (candidate_id, candidate)
+
+    def request_live_rollout(self, state: LoopState, t: int) -> None:
+        """Ask the servers to run the waiting candidate. While another rollout is open on them (a
+        person's ``POST /rollout``), the candidate queues: the request is tried again each window."""
+        try:
+            record = self.registry.rollouts.request(
+                self.rollout.kind,
+                state.champion,
+                state.rollout["candidate"],
+                dict(self.rollout.settings),
+                window=t,
+                by="loop",
+            )
+        except ValueError as err:
+            state.rollout["queued"] = str(err)
+            return
+        state.rollout["id"] = record.id
+        state.rollout.pop("queued", None)
+
+    def await_live_decision(
+        self, t: int, state: LoopState, champion: ClassifierModule, row: dict
+    ) -> ClassifierModule:
+        """The servers run the candidate on live traffic (rollout.on=server); at each window the loop
+        reads where the rollout stands in the registry. Once decided (by a server), the loop goes on
+        from its decision. After ``rollout.max_windows`` windows undecided, the loop decides it:
+        ``rollout.on_timeout`` if a server ran it, failed if none ever started it (no live traffic saw
+        the candidate, so it is never promoted on the offline gate alone). Runs inside the window's
+        transaction; a server deciding at the same moment wins or loses cleanly (compare and set)."""
+        from perennial.serve.rollouts import engine  # the server's reading of a rollout record
+
+        rollouts = self.registry.rollouts
+        candidate_id = state.rollout["candidate"]
+        if state.rollout["id"] is None:
+            self.request_live_rollout(state, t)
+        if state.rollout["id"] is None:  # still queued behind another rollout
+            state.rollout["windows"] += 1
+            row |= {
+                "rollout": self.rollout.kind,
+                "rollout_candidate": candidate_id,
+                "rollout_decision": "queued",
+            }
+            if state.rollout["windows"] < self.rollout.max_windows:
+                return champion
+            waited = f"rollout.max_windows={self.rollout.max_windows}"
+            reason = f"never rolled out in {waited} windows: {state.rollout['queued']}"
+            self.registry.reject(candidate_id, window=t)
+            self.registry.record_decision(candidate_id, t, "rejected", {"reason": reason})
+            self.logger.log_decision(candidate_id, t, "rejected", {"reason": reason})
+            row["rollout_decision"] = "failed"
+            state.rollout, self._candidate = None, ("", None)
+            return champion
+        record = rollouts.get(state.rollout["id"])
+        if record.is_open:
+            state.rollout["windows"] += 1
+            if state.rollout["windows"] >= self.rollout.max_windows:
+                summary = engine(record).summary() if record.state is not None else {}
+                if record.status == "requested":
+                    status = "failed"
+                    reason = (
+                        f"no server started it within rollout.max_windows={self.rollout.max_windows} windows"
+                    )
+                else:
+                    status = "promoted" if self.rollout.on_timeout == "promote" else "rejected"
+                    reason = f"undecided after {state.rollout['windows']} window(s): rollout.on_timeout"
+                rollouts.decide(record.id, status, summary, reason, window=t)
+                record = rollouts.get(record.id)
+        evidence = record.evidence or (engine(record).summary() if record.state is not None else {})
+        decision = {"promoted": "promote", "rejected": "reject"}.get(record.status, record.status)
+        row |= {
+            "rollout": record.kind,
+            "rollout_candidate": candidate_id,
+            "rollout_decision": "continue" if record.is_open else decision,
+            "rollout_p_value": _finite(evidence.get("p_value")),
+        }
+        if record.is_open:
+            return champion
+        numbers = {"reason": record.reason, "rollout": record.id, **evidence}
+        label = {"promoted": "promoted", "stopped": "rollout_stopped"}.get(record.status, "rejected")
+        self.logger.log_decision(candidate_id, t, label, numbers)
+        state.rollout = None
+        if record.status != "promoted":
+            self._candidate = ("", None)
+            return champion
+        if self._candidate[0] != candidate_id:
+            self._candidate = (candidate_id, self.load(candidate_id))
+        module = self._candidate[1]
+        self._candidate = ("", None)
+        self.watch(state, candidate_id, state.champion, t)
+        state.champion = candidate_id
+        return module
 
     def rollout_window(
         self,

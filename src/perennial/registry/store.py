@@ -29,6 +29,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 from safetensors.torch import load
 
+from perennial.registry import rollouts as _rollouts
 from perennial.registry.tensorfile import fsync_dir, save_tensors, save_tree, tree_from_bytes
 from perennial.registry.versions import KINDS, next_version_id, parse_version, version_key
 
@@ -237,6 +239,15 @@ class Registry:
                 # "Which is the champion" is asked at every window: without an index it reads every
                 # version, a cost that grows with the run.
                 self._conn.execute("CREATE INDEX IF NOT EXISTS versions_status ON versions (status)")
+                # Registries from before live rollouts gain the table (and an identity) on a writer's
+                # open; only then does opening write (another writer may hold the lock meanwhile).
+                if not self._has_table("rollouts"):
+                    self._conn.executescript(_rollouts.SCHEMA)
+                if self._conn.execute("SELECT 1 FROM state WHERE key = 'registry_id'").fetchone() is None:
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO state (key, value) VALUES ('registry_id', ?)",
+                        (json.dumps(uuid.uuid4().hex),),
+                    )
         except sqlite3.DatabaseError as err:
             self._conn.close()
             if _is_busy(err):
@@ -293,6 +304,17 @@ class Registry:
 
     def close(self) -> None:
         self._conn.close()
+
+    @property
+    def rollouts(self) -> _rollouts.Rollouts:
+        """The live rollouts the loop asked for and the servers run (``perennial.registry.rollouts``)."""
+        return _rollouts.Rollouts(self)
+
+    @property
+    def identity(self) -> str | None:
+        """A random id given to the registry when a writer first opened it: a server that follows a
+        registry tells a registry replaced at the same path from the one it loaded its models from."""
+        return self.get_state("registry_id")
 
     def __enter__(self) -> Registry:
         return self
@@ -531,6 +553,44 @@ class Registry:
         }
         for name in sorted(names - {WEIGHTS_FILE}):
             self.load_extra(version, name.removesuffix(".safetensors"))
+
+    def export(self, version: str, to: str | Path) -> Registry:
+        """A new registry at ``to`` whose champion, ``v1``, is ``version`` of this one (its files checked
+        and copied, its record and extras kept, its origin in the champion history): how a model trained
+        by one run starts serving, so that a loop over the server's own log continues from it.
+        ``to`` must not hold a registry already."""
+        target = Path(to)
+        if (target / "index.sqlite").exists():
+            raise ValueError(f"{target} already holds a registry; export into a new directory")
+        self.verify(version)
+        record = self.get(version)
+        extras = {}
+        for path in sorted((self.versions_dir / version).glob("*.safetensors")):
+            name = path.name.removesuffix(".safetensors")
+            if name != "weights":
+                extras[name] = self.load_extra(version, name)
+        origin = f"{version} of {self.root.resolve()}"
+        copy = VersionRecord(
+            id="v1",
+            parent=None,
+            kind="stateless",
+            trained_on_windows=[],
+            n_samples=record.n_samples,
+            train_seconds=record.train_seconds,
+            config=record.config,
+            metrics=record.metrics,
+            trigger={"name": "export", "reason": origin},
+        )
+        exported = Registry(target)
+        try:
+            with exported.transaction():
+                exported.add(copy, self.load_weights(version), extras)
+                exported.promote("v1", reason=f"exported from {origin}")
+                exported.record_decision("v1", None, "promoted", {"reason": f"exported from {origin}"})
+        except BaseException:
+            exported.close()
+            raise
+        return exported
 
     @staticmethod
     def _check_extra_name(name: str) -> None:

@@ -1,25 +1,37 @@
-"""Rollouts as the loop drives them: after the offline gate passes a candidate, it meets the next
-windows' traffic in shadow, in an A/B test, as a canary or interleaved, and the outcome decides
-promotion.
+"""One rollout engine per kind (shadow, A/B, canary, interleave), used both by the loop's replay of a
+window's traffic and by ``perennial-serve`` on live requests.
 
-Each window's rows are the requests: every model scores them (one row of class scores per
-request), the rollout picks which answer is served, and once the labels arrive (the feedback) it
-records how each model did and decides: ``"promote"``, ``"reject"`` or ``"continue"``. A rollout
-still undecided after ``max_windows`` windows ends with ``on_timeout``.
+An engine routes units to arms (``route`` for one request, ``assign`` for many), records the labelled
+outcomes of served requests (``record``: each row's arm, the class it was served, its label and, for a
+shadow, the candidate's own answer) and decides: ``"promote"``, ``"reject"`` or ``"continue"``
+(``decide``). Its whole state is plain JSON (``state_dict``), so a live rollout lives in the registry
+(``perennial.registry.rollouts``) and continues where it was after a server restart, on any replica.
+
+The loop drives an engine window by window: every model scores the window's rows (one row of class
+scores per request), ``serve`` picks the answering arm, ``feedback`` records the labels once they
+arrive, and ``end_window`` decides, applying ``on_timeout`` after ``max_windows`` windows.
+
+>>> engine = make_rollout("ab", {"share": 0.5})
+>>> engine.begin("v1", "v2", salt="doc")
+>>> sorted(engine.shares().items())
+[('v1', 0.5), ('v2', 0.5)]
+>>> engine.route("user-1") == engine.route("user-1")  # sticky
+True
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from perennial.rollout.ab import ABTest
 from perennial.rollout.canary import CanaryRollout
-from perennial.rollout.interleaving import credit, probabilistic, team_draft
+from perennial.rollout.interleaving import Interleaving, credit, probabilistic, team_draft
 from perennial.rollout.shadow import ShadowDeployment
 from perennial.stats.sequential import MixtureSPRT
 
@@ -27,32 +39,91 @@ OUTCOMES = ("promote", "reject", "continue")
 # Balanced interleaving is left out: with overlapping lists it credits one model more often under
 # random clicks (docs/benchmarks.md), which a rollout would take for a preference.
 INTERLEAVERS = {"team_draft": team_draft, "probabilistic": probabilistic}
+WHERE = ("replay", "server")  # rollout.on: the loop's replay of each window, or live traffic
 
 
 class Rollout(ABC):
-    """One candidate against the champion on live traffic; ``begin`` starts a fresh one."""
+    """One candidate against the champion on traffic; ``begin`` starts a fresh one.
+
+    ``settings`` holds the constructor's arguments as plain JSON: ``make_rollout(kind, settings)``
+    builds the same engine again (a server from a rollout request in the registry)."""
 
     kind: ClassVar[str]
 
-    def __init__(self, max_windows: int = 5, on_timeout: str = "reject") -> None:
-        if max_windows < 1:
-            raise ValueError(f"rollout.max_windows must be >= 1, got {max_windows}")
+    def __init__(self, max_windows: int = 5, on_timeout: str = "reject", on: str = "replay") -> None:
+        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+            raise ValueError(f"rollout.max_windows must be an integer >= 1, got {max_windows!r}")
         if on_timeout not in ("promote", "reject"):
             raise ValueError(f"rollout.on_timeout must be 'promote' or 'reject', got {on_timeout!r}")
-        self.max_windows, self.on_timeout = max_windows, on_timeout
+        if on not in WHERE:
+            raise ValueError(f"rollout.on must be one of {list(WHERE)}, got {on!r}")
+        self.max_windows, self.on_timeout, self.on = max_windows, on_timeout, on
+        self.settings: dict[str, Any] = {"max_windows": max_windows, "on_timeout": on_timeout}
+        self.control = self.candidate = ""
         self.windows = 0
         self.latency: dict[str, float] = {}
 
     def begin(self, control: str, candidate: str, salt: str) -> None:
+        if control == candidate:
+            raise ValueError(f"the candidate {candidate} is already the champion")
         self.control, self.candidate, self.windows = control, candidate, 0
         self._begin(salt)
 
     @abstractmethod
     def _begin(self, salt: str) -> None: ...
 
+    # ---- traffic ----------------------------------------------------------------------------------
+    def route(self, unit: str | int) -> str:
+        """The arm that answers one request of ``unit``."""
+        return str(self.assign([unit])[0])
+
+    def assign(self, units: Sequence) -> np.ndarray:
+        """The arm answering each unit's requests (the champion unless the kind splits traffic)."""
+        return np.full(len(units), self.control, dtype=object)
+
+    def shares(self) -> dict[str, float]:
+        """Each arm's share of the answered traffic now."""
+        return {self.control: 1.0, self.candidate: 0.0}
+
+    @property
+    def shadows(self) -> list[str]:
+        """Versions that also predict every request, off the record."""
+        return []
+
+    # ---- outcomes ---------------------------------------------------------------------------------
+    def record(
+        self,
+        arms: Sequence[str],
+        served: Sequence[int],
+        labels: Sequence[int],
+        shadow: Sequence[int | None] | None = None,
+    ) -> None:
+        """Labelled requests: each row's arm, the class it was served, its label, and (shadow) the
+        candidate's answer, None where it was lost."""
+        self._record(
+            np.asarray(arms, dtype=object),
+            np.asarray(served),
+            np.asarray(labels),
+            None if shadow is None else list(shadow),
+        )
+
     @abstractmethod
+    def _record(
+        self, arms: np.ndarray, served: np.ndarray, labels: np.ndarray, shadow: list | None
+    ) -> None: ...
+
+    @abstractmethod
+    def decide(self) -> str:
+        """``"promote"``, ``"reject"`` or ``"continue"``, from what has been recorded."""
+
+    @abstractmethod
+    def summary(self) -> dict:
+        """JSON-able statistics for the registry, windows.csv and ``/status``."""
+
+    # ---- the loop's window by window drive --------------------------------------------------------
     def serve(self, units: Sequence, champion: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """The arm that answers each request, given each model's class scores ``(requests, classes)``."""
+        return self.assign(units)
 
     def answer(self, arms: np.ndarray, champion: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """The class served for each request: the top class of the model whose arm answers it."""
@@ -62,26 +133,20 @@ class Rollout(ABC):
         """Each model's latency on this window's requests, for the rollouts that report it."""
         self.latency = dict(seconds_per_request)
 
-    @abstractmethod
     def feedback(self, arms: np.ndarray, champion: np.ndarray, candidate: np.ndarray, y: np.ndarray) -> None:
-        """The labels are in: record how each model (class scores as in ``serve``) did on the
-        requests it saw."""
-
-    @abstractmethod
-    def _decide(self) -> str: ...
-
-    @abstractmethod
-    def summary(self) -> dict:
-        """JSON-able statistics for the registry and windows.csv."""
+        """The window's labels are in: record how each model (class scores as in ``serve``) did."""
+        shadow = candidate.argmax(1).tolist() if self.shadows else None
+        self.record(arms, self.answer(arms, champion, candidate), y, shadow)
 
     def end_window(self) -> str:
         """Counts the window and returns the outcome, applying ``on_timeout`` at the last window."""
         self.windows += 1
-        outcome = self._decide()
+        outcome = self.decide()
         if outcome == "continue" and self.windows >= self.max_windows:
             return self.on_timeout
         return outcome
 
+    # ---- checkpoints ------------------------------------------------------------------------------
     @abstractmethod
     def _state(self) -> dict: ...
 
@@ -99,7 +164,8 @@ class Rollout(ABC):
 
 
 class Shadow(Rollout):
-    """The champion answers every request; the candidate predicts them too, off the record."""
+    """The champion answers every request; the candidate predicts them too, off the record, and a
+    paired sequential test on the same requests decides."""
 
     kind = "shadow"
 
@@ -112,26 +178,45 @@ class Shadow(Rollout):
         **kw,
     ) -> None:
         super().__init__(**kw)
-        self.settings = {"criterion": criterion, "margin": margin, "alpha": alpha}
-        self.settings["min_requests"] = min_requests
-        ShadowDeployment("a", ["b"], **self.settings)  # a bad setting fails at construction
+        own = {"criterion": criterion, "margin": margin, "alpha": alpha, "min_requests": min_requests}
+        ShadowDeployment("a", ["b"], **own)  # a bad setting fails at construction
+        self._own = own
+        self.settings |= own
 
     def _begin(self, salt: str) -> None:
-        self.live = ShadowDeployment(self.control, [self.candidate], **self.settings)
+        self.live = ShadowDeployment(self.control, [self.candidate], **self._own)
 
-    def serve(self, units, champion, candidate):
-        return np.full(len(champion), self.control, dtype=object)
+    @property
+    def shadows(self) -> list[str]:
+        return [self.candidate]
 
-    def feedback(self, arms, champion, candidate, y):
-        predictions = {self.control: champion.argmax(1), self.candidate: candidate.argmax(1)}
-        self.live.record(predictions, self.latency, labels=y)
+    def _record(self, arms, served, labels, shadow):
+        if shadow is None:
+            return
+        paired = np.array([s is not None for s in shadow], dtype=bool)  # a lost shadow answer: no pair
+        if not paired.any():
+            return
+        theirs = np.array([s for s in shadow if s is not None])
+        predictions = {self.control: served[paired], self.candidate: theirs}
+        self.live.record(predictions, self.latency, labels=labels[paired])
 
-    def _decide(self) -> str:
+    def decide(self) -> str:
         return self.live.decision(self.candidate)
 
     def summary(self) -> dict:
         s = self.live.summary()[self.candidate]
-        return {"kind": self.kind, "p_value": s["p_value"], "effect": s["effect"], "share": 0.0, **_finite(s)}
+        return _json_safe(
+            {
+                "kind": self.kind,
+                "p_value": s["p_value"],
+                "effect": s["effect"],
+                "share": 0.0,
+                "labelled": self.live.labelled,
+                "accuracy": s["accuracy"],
+                "agreement": s["agreement"],
+                "latency_ms": s["latency_ms"],
+            }
+        )
 
     def _state(self) -> dict:
         live = self.live
@@ -147,32 +232,46 @@ class Shadow(Rollout):
 
 
 class AB(Rollout):
-    """The candidate answers ``share`` of the units (sticky by unit id); a sequential test decides."""
+    """The candidate answers ``share`` of the units (sticky by unit id); a sequential test on the
+    served answers' accuracy decides."""
 
     kind = "ab"
 
     def __init__(self, share: float = 0.5, alpha: float = 0.05, **kw) -> None:
         super().__init__(**kw)
-        if not 0 < share < 1:
-            raise ValueError(f"rollout.share must be in (0, 1), got {share}")
-        self.share, self.alpha = share, alpha
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            raise ValueError(f"rollout.share must be in (0, 1), got {share!r}")
+        MixtureSPRT(alpha)  # a bad alpha fails at construction
+        self.share, self.alpha = float(share), alpha
+        self.settings |= {"share": self.share, "alpha": alpha}
 
     def _begin(self, salt: str) -> None:
         self.live = ABTest(self.control, {self.candidate: self.share}, salt=salt, alpha=self.alpha)
 
-    def serve(self, units, champion, candidate):
+    def assign(self, units):
         return self.live.assign(units)
 
-    def feedback(self, arms, champion, candidate, y):
-        self.live.record(arms, (self.answer(arms, champion, candidate) == y).astype(float))
+    def shares(self) -> dict[str, float]:
+        return self.live.router.shares()
 
-    def _decide(self) -> str:
+    def _record(self, arms, served, labels, shadow):
+        self.live.record(arms, (served == labels).astype(float))
+
+    def decide(self) -> str:
         decision = self.live.decision()
         return {"continue": "continue", self.candidate: "promote"}.get(decision, "reject")
 
     def summary(self) -> dict:
         r = self.live.results()[self.candidate]
-        return {"kind": self.kind, "p_value": r["p_holm"], "effect": r["effect"], "share": self.share}
+        return _json_safe(
+            {
+                "kind": self.kind,
+                "p_value": r["p_holm"],
+                "effect": r["effect"],
+                "share": self.share,
+                "n": r["n"],
+            }
+        )
 
     def _state(self) -> dict:
         return self.live.state_dict()
@@ -183,7 +282,7 @@ class AB(Rollout):
 
 class Canary(Rollout):
     """The candidate's share grows step by step while a one-sided sequential test guards accuracy;
-    the first significant drop rolls it back."""
+    the first significant drop rolls it back (everyone on the champion at once)."""
 
     kind = "canary"
 
@@ -192,39 +291,55 @@ class Canary(Rollout):
         steps: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
         min_samples: int = 100,
         alpha: float = 0.05,
+        holdout: float = 0.05,
         max_windows: int = 8,
         on_timeout: str = "promote",
-        holdout: float = 0.05,
+        **kw,
     ) -> None:
         # No significant harm by the deadline: promote, as it passed the offline gate already.
-        super().__init__(max_windows, on_timeout)
-        self.settings = {"steps": list(steps), "min_samples": min_samples, "alpha": alpha, "holdout": holdout}
-        CanaryRollout("a", "b", **self.settings)  # a bad setting fails at construction
+        super().__init__(max_windows, on_timeout, **kw)
+        own = {
+            "steps": [float(s) for s in steps],
+            "min_samples": min_samples,
+            "alpha": alpha,
+            "holdout": holdout,
+        }
+        CanaryRollout("a", "b", **own)  # a bad setting fails at construction
+        self._own = own
+        self.settings |= own
 
     def _begin(self, salt: str) -> None:
-        self.live = CanaryRollout(self.control, self.candidate, salt=salt, **self.settings)
+        self.live = CanaryRollout(self.control, self.candidate, salt=salt, **self._own)
 
-    def serve(self, units, champion, candidate):
+    def assign(self, units):
         return self.live.assign(units)
 
-    def feedback(self, arms, champion, candidate, y):
-        self.live.record(arms, {"accuracy": (self.answer(arms, champion, candidate) == y).astype(float)})
+    def shares(self) -> dict[str, float]:
+        if self.live.status == "rolled_back":
+            return {self.control: 1.0, self.candidate: 0.0}
+        return self.live.router.shares()
 
-    def _decide(self) -> str:
+    def _record(self, arms, served, labels, shadow):
+        self.live.record(arms, {"accuracy": (served == labels).astype(float)})
+
+    def decide(self) -> str:
         return {"completed": "promote", "rolled_back": "reject"}.get(self.live.status, "continue")
 
     def summary(self) -> dict:
         test = self.live.tests["accuracy"]
-        return {
-            "kind": self.kind,
-            "p_value": test.p_value,
-            "effect": test.effect if test.n else None,
-            "share": self.live.shares[self.live.step],
-            "status": self.live.status,
-            "canary_units": self.live.canary_units,
-            "units": self.live.units,
-            "timeline": self.live.timeline,
-        }
+        return _json_safe(
+            {
+                "kind": self.kind,
+                "p_value": test.p_value,
+                "effect": test.effect if test.n else None,
+                "share": self.live.shares[self.live.step],
+                "step": self.live.step,
+                "status": self.live.status,
+                "canary_units": self.live.canary_units,
+                "units": self.live.units,
+                "timeline": self.live.timeline,
+            }
+        )
 
     def _state(self) -> dict:
         return self.live.state_dict()
@@ -241,7 +356,9 @@ class Interleave(Rollout):
 
     The top of the shown list is the served answer. The per-request credit (+1 candidate wins, -1
     champion wins, 0 tie) is tested for a mean of zero with the mixture SPRT, safe to check after
-    every window; significantly positive promotes, significantly negative rejects.
+    every window; significantly positive promotes, significantly negative rejects. On a server,
+    ``/rank`` shows the lists (``interleave``) and ``/feedback`` clicks are credited (``clicks``);
+    ``/predict`` traffic is answered by the champion meanwhile.
 
     >>> live = Interleave(length=2, min_impressions=50)
     >>> live.begin("v1", "v2", salt="doc")
@@ -279,23 +396,52 @@ class Interleave(Rollout):
         if isinstance(min_impressions, bool) or not isinstance(min_impressions, int) or min_impressions < 2:
             raise ValueError(f"rollout.min_impressions must be an integer >= 2, got {min_impressions!r}")
         self.length, self.method = length, method
-        self.interleave = INTERLEAVERS[method]
-        self.settings = {"alpha": alpha, "min_per_arm": min_impressions}
-        MixtureSPRT(**self.settings)  # a bad setting fails at construction
+        self.interleaver = INTERLEAVERS[method]
+        self._test_settings = {"alpha": alpha, "min_per_arm": min_impressions}
+        MixtureSPRT(**self._test_settings)  # a bad setting fails at construction
+        self.settings |= {
+            "length": length,
+            "method": method,
+            "alpha": alpha,
+            "min_impressions": min_impressions,
+        }
         self._shown: list = []
 
     def _begin(self, salt: str) -> None:
         self.salt = salt
-        self.test = MixtureSPRT(**self.settings)
+        self.test = MixtureSPRT(**self._test_settings)
         self.wins = {"a": 0, "b": 0, "tie": 0}
 
+    # ---- live: one impression per /rank request -------------------------------------------------
+    def interleave(self, key: str, ours: Sequence, theirs: Sequence) -> Interleaving:
+        """The shown list for one request, seeded by the rollout and ``key`` (the request id), so that
+        the log replays exactly. On a server the log keeps each position's team, and clicks are
+        credited by the team-draft rule: a probabilistic rollout runs in the loop's replay only."""
+        if self.method != "team_draft":
+            raise ValueError(
+                f"rollout.method={self.method!r} credits through the two rankings' probabilities, which "
+                "the request log does not keep; run method=team_draft on a server"
+            )
+        rng = np.random.default_rng(zlib.crc32(f"{self.salt}:{key}".encode()))
+        return team_draft(ours, theirs, rng, length=len(ours))
+
+    def clicks(self, teams: Sequence[Sequence[str]], positions: Sequence[Sequence[int]]) -> None:
+        """Clicked positions of impressions whose positions were placed by ``teams`` (versions)."""
+        scores = []
+        for placed, clicked in zip(teams, positions, strict=True):
+            sides = tuple("a" if t == self.control else "b" for t in placed)
+            shown = Interleaving("team_draft", tuple(range(len(placed))), ((), ()), teams=sides)
+            scores.append(self._credit(shown, clicked))
+        self._update(scores)
+
+    # ---- replay: a window of requests, labels as clicks -----------------------------------------
     def serve(self, units, champion, candidate):
         k = min(self.length, champion.shape[1])
         ours = np.argsort(-champion, axis=1, kind="stable")[:, :k].tolist()
         theirs = np.argsort(-candidate, axis=1, kind="stable")[:, :k].tolist()
         # Seeded by the rollout and the window, so a resumed run shows the same lists.
         rng = np.random.default_rng(zlib.crc32(f"{self.salt}:{self.windows}".encode()))
-        self._shown = [self.interleave(a, b, rng, length=k) for a, b in zip(ours, theirs, strict=True)]
+        self._shown = [self.interleaver(a, b, rng, length=k) for a, b in zip(ours, theirs, strict=True)]
         # The arm answering a request is the model whose class heads its list.
         first = [
             s.teams[0] if s.teams else ("a" if s.shown[0] == a[0] else "b")
@@ -312,29 +458,42 @@ class Interleave(Rollout):
         scores = []
         for shown, label in zip(self._shown, np.asarray(y).tolist(), strict=True):
             clicked = [shown.shown.index(label)] if label in shown.shown else []
-            outcome = credit(shown, clicked)
-            self.wins[outcome.winner] += 1
-            scores.append(outcome.score)
+            scores.append(self._credit(shown, clicked))
+        self._update(scores)
+
+    def _record(self, arms, served, labels, shadow):
+        pass  # labels of /predict requests say nothing about the rankings
+
+    def _credit(self, shown: Interleaving, clicked: Sequence[int]) -> float:
+        outcome = credit(shown, clicked)
+        self.wins[outcome.winner] += 1
+        return outcome.score
+
+    def _update(self, scores: list[float]) -> None:
         # The control arm fixed at 0 makes each pair's variance that of the credit itself, which the
         # mixture SPRT then tests for a mean of zero (the two teams' credits are not independent).
-        self.test.update(np.zeros(len(scores)), np.asarray(scores, dtype=float))
+        if scores:
+            self.test.update(np.zeros(len(scores)), np.asarray(scores, dtype=float))
 
-    def _decide(self) -> str:
+    def decide(self) -> str:
         if self.test.decision == "continue":
             return "continue"
         return "promote" if self.test.effect > 0 else "reject"
 
     def summary(self) -> dict:
-        return {
-            "kind": self.kind,
-            "p_value": self.test.p_value,
-            "effect": self.test.effect if self.test.n else None,  # P(candidate wins) - P(champion wins)
-            "share": 0.5,  # every request shows both; the candidate's class heads about half of them
-            "method": self.method,
-            "wins_champion": self.wins["a"],
-            "wins_candidate": self.wins["b"],
-            "ties": self.wins["tie"],
-        }
+        return _json_safe(
+            {
+                "kind": self.kind,
+                "p_value": self.test.p_value,
+                "effect": self.test.effect if self.test.n else None,  # P(candidate wins) - P(champion wins)
+                "share": 0.5,  # every request shows both; the candidate's class heads about half of them
+                "method": self.method,
+                "impressions": self.test.n,
+                "wins_champion": self.wins["a"],
+                "wins_candidate": self.wins["b"],
+                "ties": self.wins["tie"],
+            }
+        )
 
     def _state(self) -> dict:
         return {"test": self.test.state_dict(), "wins": dict(self.wins)}
@@ -344,7 +503,30 @@ class Interleave(Rollout):
         self.wins = {k: int(v) for k, v in state["wins"].items()}
 
 
-def _finite(summary: dict) -> dict:
-    """The shadow's accuracy, agreement and latency, with NaN as None so it reads back from JSON equal."""
-    keys = ("accuracy", "agreement", "latency_ms")
-    return {k: None if summary[k] != summary[k] else summary[k] for k in keys}
+ROLLOUTS: dict[str, type[Rollout]] = {"shadow": Shadow, "ab": AB, "canary": Canary, "interleave": Interleave}
+
+
+def make_rollout(kind: str, settings: Mapping[str, Any] | None = None) -> Rollout:
+    """An engine of ``kind`` (shadow, ab, canary or interleave) from its JSON ``settings``; an unknown
+    kind or setting is a ValueError naming it."""
+    if kind not in ROLLOUTS:
+        raise ValueError(f"unknown rollout kind {kind!r}; expected one of {', '.join(ROLLOUTS)}")
+    settings = dict(settings or {})
+    try:
+        return ROLLOUTS[kind](**settings)
+    except TypeError as err:  # an unknown setting
+        raise ValueError(f"bad {kind} rollout settings {settings}: {err}") from None
+
+
+def _json_safe(tree: Any) -> Any:
+    """NaN and infinities as None, tuples as lists, numpy scalars as Python's: JSON that reads back
+    equal and that any client can read."""
+    if isinstance(tree, Mapping):
+        return {str(k): _json_safe(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_json_safe(v) for v in tree]
+    if isinstance(tree, np.generic):
+        tree = tree.item()
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree

@@ -3,14 +3,15 @@ request and feedback log, and hot swaps. ``perennial-serve serve.registry=PATH``
 
 - ``create_app`` / ``ModelServer`` / ``ServeSettings`` (``perennial.serve.app``): the FastAPI app;
 - ``RequestLog`` / ``analyze`` (``perennial.serve.log``): the group-committed SQLite log and its analysis;
-- ``ModelStore`` / ``Deployment`` / ``make_rollout`` (``perennial.serve.models``): versions and rollouts.
+- ``ModelStore`` / ``Deployment`` (``perennial.serve.models``): versions, and what serves now;
+- ``perennial.serve.rollouts``: the registry's live rollouts, advanced from the log by any replica.
 
 FastAPI is imported only when an app is built, so importing this package stays cheap.
 """
 
 from perennial.serve.app import ModelServer, ServeSettings, create_app
 from perennial.serve.log import RequestLog, analyze
-from perennial.serve.models import Deployment, ModelStore, make_rollout
+from perennial.serve.models import Deployment, ModelStore
 
 __all__ = [
     "Deployment",
@@ -20,5 +21,4 @@ __all__ = [
     "ServeSettings",
     "analyze",
     "create_app",
-    "make_rollout",
 ]

@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 
 from perennial.data.window import DataError
+from perennial.registry.rollouts import RolloutRecord
 from perennial.registry.store import UnknownVersion
+from perennial.rollout.live import make_rollout
+from perennial.serve import rollouts as live
 from perennial.serve.batching import MicroBatcher
 from perennial.serve.log import RequestLog, Served
 from perennial.serve.metrics import Metrics
@@ -36,7 +39,6 @@ from perennial.serve.models import (
     LoadedModel,
     ModelStore,
     UnservableVersion,
-    make_rollout,
 )
 
 TOKEN_ENV = "PERENNIAL_SERVE_TOKEN"
@@ -257,6 +259,7 @@ class ModelServer:
             deployment.rollout_id,
             predictions.tolist(),
             1e3 * (time.perf_counter() - start),
+            inputs=list(rows),  # as the client sent them: the loop trains on the log (data=serve_log)
         )
         await self.log.log_request(served)  # answered only once its row is committed
         self.metrics.served(arm, len(x))
@@ -329,10 +332,8 @@ class ModelServer:
             )
         self._write_feedback(request_id, positions)
         out: dict[str, Any] = {"request_id": request_id, "arm": row["arm"], "clicks": len(positions)}
-        deployment = self.deployment
-        rollout = deployment.rollout
-        if rollout is not None and rollout.kind == "interleave" and row["rollout"] == deployment.rollout_id:
-            out["rollout"] = rollout.clicks(row["teams"], positions)
+        if row["rollout"] is not None and row["rollout"] == self.deployment.rollout_id:
+            out["rollout"] = self.advance_rollout()
         return out
 
     def _unanswered(self, request_id: str) -> dict[str, Any]:
@@ -372,17 +373,8 @@ class ModelServer:
         correct = int((np.asarray(served) == np.asarray(labels)).sum())
         self.metrics.labelled_feedback(row["arm"], len(labels), correct)
         out: dict[str, Any] = {"request_id": request_id, "arm": row["arm"], "correct": correct}
-        deployment = self.deployment
-        rollout = deployment.rollout
-        if rollout is not None and row["rollout"] == deployment.rollout_id:
-            theirs = None
-            if rollout.shadows:
-                self.shadow.wait(request_id)
-                theirs = (self.log.request(request_id) or {}).get("shadow", {}).get(rollout.candidate)
-            outcome = rollout.feedback(row["arm"], served, labels, theirs)
-            out["rollout"] = outcome
-            if rollout.kind == "canary" and outcome != "continue":
-                self._finish_canary(deployment, outcome)
+        if row["rollout"] is not None and row["rollout"] == self.deployment.rollout_id:
+            out["rollout"] = self.advance_rollout()
         return out
 
     def _n_classes(self, version: str) -> int | None:
@@ -395,42 +387,106 @@ class ModelServer:
         n = getattr(module, "n_classes", None)
         return n if isinstance(n, int) else None
 
-    def _finish_canary(self, deployment: Deployment, outcome: str) -> None:
-        """A canary that completed is promoted; one that tripped its guard is rolled back."""
-        rollout = deployment.rollout
-        with self._admin:
-            if self.deployment is not deployment:  # another request or an admin got here first
-                return
-            summary = rollout.summary()
-            reason = f"canary {outcome}: p={summary.get('p_value')}"
-            if outcome == "promote":
-                with self.store.registry() as registry:
-                    registry.promote(rollout.candidate, reason=reason)
-                    registry.record_decision(rollout.candidate, None, "promoted", {"reason": reason})
-                self._swap(Deployment(deployment.candidate), "promoted")
-            else:
-                with self.store.registry() as registry:
-                    if registry.get(rollout.candidate).status != "champion":
-                        registry.reject(rollout.candidate)
-                    registry.record_decision(rollout.candidate, None, "rejected", {"reason": reason})
-                self._swap(Deployment(deployment.champion), "rolled_back")
-
-    def _swap(self, new: Deployment, outcome: str) -> None:
+    def _swap(self, new: Deployment) -> None:
         """Replace what serves; called under the admin lock with every model of ``new`` loaded."""
-        old = self.deployment
-        if old.rollout_id is not None:
-            self.log.end_rollout(old.rollout_id, outcome)
         self.deployment = new
         self.swaps += 1
 
+    # ---- live rollouts (the registry's: the loop's requests, or an admin's) ---------------------
+    def advance_rollout(self) -> str:
+        """Record the running rollout's new feedback from the log and decide (``perennial.serve.rollouts``);
+        a decision swaps what serves here at once (other replicas follow within ``poll_s``)."""
+        with self._admin:
+            current = self.deployment
+            if current.rollout_id is None:
+                return "continue"
+            candidate = current.rollout.candidate
+
+            def wait_shadow(request_id: str) -> list | None:
+                self.shadow.wait(request_id)
+                return ((self.log.request(request_id) or {}).get("shadow") or {}).get(candidate)
+
+            with self.store.registry() as registry:
+                step = live.advance(registry, self.log.path, current.rollout_id, wait_shadow)
+            self._after(step.record, step.engine, current)
+            return step.outcome
+
+    def _after(self, record: RolloutRecord, engine, current: Deployment) -> None:
+        """What serves once the registry says where ``record`` stands: its engine's new routing while it
+        runs, the candidate once promoted, the champion otherwise."""
+        if record.is_open:
+            if current.rollout_id == record.id:
+                self.deployment = Deployment(current.champion, engine, current.candidate, record.id)
+            return
+        if record.status == "promoted" and current.candidate is not None:
+            self._swap(Deployment(current.candidate))
+        else:
+            self._swap(Deployment(current.champion))
+        self._follow_note = None
+
+    def _run_rollout(self, record: RolloutRecord) -> None:
+        """Start serving the registry's open rollout ``record`` here (under the admin lock): its
+        candidate loaded and checked, its engine as the registry holds it. A candidate that cannot
+        serve, or does not fit the champion's inputs, ends the rollout as ``failed`` with the reason."""
+        current = self.deployment
+        if current.champion.version != record.champion:
+            self._follow_note = (
+                f"rollout {record.id} of {record.candidate} is against {record.champion}, but "
+                f"{current.champion.version} serves here; it starts once this server serves {record.champion}"
+            )
+            return
+        try:
+            engine = live.engine(record)
+            loaded = self._load(record.candidate)
+            self._check_fits(loaded, current.champion)
+        except (ServeError, ValueError) as err:
+            reason = f"the candidate cannot serve: {getattr(err, 'message', err)}"
+            with self.store.registry() as registry:
+                registry.rollouts.decide(record.id, "failed", {"error": reason}, reason)
+            self._follow_note = f"rollout {record.id} failed: {reason}"
+            log.error("%s", self._follow_note)
+            return
+        self._swap(Deployment(current.champion, engine, loaded, record.id))
+        if record.status == "requested":  # marks it running, and its state as this engine's
+            with self.store.registry() as registry:
+                registry.rollouts.advance(record.id, engine.state_dict(), record.seq)
+
+    @staticmethod
+    def _check_fits(candidate: LoadedModel, champion: LoadedModel) -> None:
+        if candidate.feature_shape != champion.feature_shape:
+            raise ServeError(
+                422,
+                f"candidate {candidate.version} takes features of shape {candidate.feature_shape}, "
+                f"the champion {champion.version} {champion.feature_shape}",
+            )
+        theirs, ours = candidate.inputs.encoding, champion.inputs.encoding
+        if None not in (theirs, ours) and theirs != ours:
+            # A shadow predicts on the rows the champion's pipeline encoded: they must mean the same.
+            raise ServeError(
+                422,
+                f"candidate {candidate.version} encodes raw rows differently from the champion "
+                f"{champion.version} (another table encoding): they were trained on different streams",
+            )
+
+    def _stop_open_rollout(self, registry, reason: str) -> None:
+        """End the registry's open rollout, if any, as ``stopped`` (a person changed the champion)."""
+        record = registry.rollouts.open()
+        if record is not None:
+            registry.rollouts.decide(record.id, "stopped", {}, reason)
+
     # ---- admin ------------------------------------------------------------------------------------
     def start_rollout(self, kind: str, candidate: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+        """An admin's rollout: written to the registry as a request (as the loop's are) and started here
+        at once; other replicas following the registry start it within ``poll_s``."""
         with self._admin:
             current = self.deployment
             if kind == "none":
                 if current.rollout is None:
                     raise ServeError(409, "no rollout is running")
-                self._swap(Deployment(current.champion), "stopped")
+                with self.store.registry() as registry:
+                    summary = current.rollout.summary()
+                    registry.rollouts.decide(current.rollout_id, "stopped", summary, "stopped by hand")
+                self._swap(Deployment(current.champion))
                 return self.status()
             if current.rollout is not None:
                 raise ServeError(
@@ -441,27 +497,28 @@ class ModelServer:
             if not candidate:
                 raise ServeError(422, "rollout needs a candidate version")
             champion = current.champion.version
+            if candidate == champion:
+                raise ServeError(422, f"the candidate {candidate} is already the champion")
+            settings = dict(settings)
+            salt = settings.pop("salt", None)  # how units are shuffled: the rollout's, for every replica
+            if salt is not None and (not isinstance(salt, str) or not 0 < len(salt) <= 256):
+                raise ServeError(
+                    422, f"rollout salt must be a non-empty string of at most 256 characters, got {salt!r}"
+                )
             try:
-                rollout = make_rollout(kind, champion, candidate, settings)
+                make_rollout(kind, settings)
             except ValueError as err:
                 raise ServeError(422, str(err)) from None
             loaded = self._load(candidate)
-            if loaded.feature_shape != current.champion.feature_shape:
-                raise ServeError(
-                    422,
-                    f"candidate {candidate} takes features of shape {loaded.feature_shape}, "
-                    f"the champion {champion} {current.champion.feature_shape}",
-                )
-            theirs, ours = loaded.inputs.encoding, current.champion.inputs.encoding
-            if None not in (theirs, ours) and theirs != ours:
-                # A shadow predicts on the rows the champion's pipeline encoded: they must mean the same.
-                raise ServeError(
-                    422,
-                    f"candidate {candidate} encodes raw rows differently from the champion {champion} "
-                    "(another table encoding): they were trained on different streams",
-                )
-            rollout_id = self.log.start_rollout(kind, champion, candidate, rollout.settings)
-            self._swap(Deployment(current.champion, rollout, loaded, rollout_id), "")
+            self._check_fits(loaded, current.champion)
+            with self.store.registry() as registry:
+                try:
+                    record = registry.rollouts.request(
+                        kind, champion, candidate, settings, by="admin", salt=salt
+                    )
+                except ValueError as err:
+                    raise ServeError(409, str(err)) from None
+            self._run_rollout(record)
             return self.status()
 
     def promote(self, version: str, reason: str = "", override: bool = False) -> dict[str, Any]:
@@ -469,14 +526,15 @@ class ModelServer:
             # Loaded and checked before the registry changes: a version that cannot serve leaves the
             # registry and what serves as they were, so the index never names a champion nobody serves.
             loaded = self._load(version)
-            with self.store.registry() as registry:
+            with self.store.registry() as registry, registry.transaction():
+                self._stop_open_rollout(registry, f"ended by the promotion of {version} by hand")
                 try:
                     previous = registry.promote(
                         version, reason=reason or "promoted by hand", override=override
                     )
                 except ValueError as err:
                     raise ServeError(409, str(err)) from None
-            self._swap(Deployment(loaded), f"ended by promotion of {version}")
+            self._swap(Deployment(loaded))
             return {"champion": version, "previous": previous}
 
     def rollback(self, reason: str = "") -> dict[str, Any]:
@@ -489,12 +547,13 @@ class ModelServer:
                     raise ServeError(409, str(err)) from None
             # As in promote: the restored version must load before the registry says it serves.
             loaded = self._load(target)
-            with self.store.registry() as registry:
+            with self.store.registry() as registry, registry.transaction():
+                self._stop_open_rollout(registry, f"ended by the rollback of {demoted} by hand")
                 try:
                     restored = registry.rollback(reason or "rolled back by hand", expect=(demoted, target))
                 except ValueError as err:  # another process changed the champion meanwhile
                     raise ServeError(409, str(err)) from None
-            self._swap(Deployment(loaded), "ended by rollback")
+            self._swap(Deployment(loaded))
             return {"champion": restored, "rolled_back": demoted}
 
     def _load(self, version: str) -> LoadedModel:
@@ -509,38 +568,63 @@ class ModelServer:
             raise ServeError(422, f"{err}; {serving} goes on serving") from None
 
     def follow_registry(self) -> None:
-        """Serve the registry's champion if another process changed it (``perennial-registry promote``
-        or rollback, the training loop's gate), through the same checked load as ``promote``.
+        """Serve what the registry says: its champion if another process changed it (``perennial-registry
+        promote`` or rollback, the loop's gate, another replica's rollout decision), through the same
+        checked load as ``promote``; and its open rollout (the loop's request, another replica's
+        admin call), started here or advanced with the feedback any replica logged.
 
-        Not while a rollout runs: this server started it and ends it, and swapping its champion
-        under it would mix two experiments; ``/status`` says what waits (``follow.note``)."""
+        A rollout is ended as ``stopped`` when the champion it was started against is no longer the
+        registry's (a person promoted another meanwhile)."""
         with self._admin:
             with self.store.reader() as registry:
+                identity = registry.identity
                 wanted = registry.champion()
+                record = registry.rollouts.open()
+            if identity != self.store.identity:
+                self._follow_note = (
+                    f"the registry at {self.store.root} was replaced (it is another registry now: id "
+                    f"{identity}, not {self.store.identity}); {self.deployment.champion.version} of the "
+                    "one this server loaded goes on serving: restart the server to serve the new one"
+                )
+                self.metrics.follow_refused.inc()
+                return
             current = self.deployment
             serving = current.champion.version
             if self._follow_refused not in (None, wanted):
                 self._follow_refused = None  # the registry moved on: a later return is tried again
+            if current.rollout_id is not None:
+                if record is not None and record.id == current.rollout_id:
+                    if wanted != record.champion:
+                        with self.store.registry() as writer:
+                            reason = f"the champion changed to {wanted} during the rollout"
+                            writer.rollouts.decide(record.id, "stopped", current.rollout.summary(), reason)
+                    else:
+                        step = None
+                        with self.store.registry() as writer:
+                            step = live.advance(writer, self.log.path, record.id)
+                        self._after(step.record, step.engine, current)
+                        return
+                else:  # decided elsewhere (another replica, the loop's deadline, a person)
+                    with self.store.reader() as reader:
+                        ended = reader.rollouts.get(current.rollout_id)
+                    self._after(ended, current.rollout, current)
+                current = self.deployment
+                serving = current.champion.version
+            if wanted is not None and wanted != serving and self._follow_refused != wanted:
+                try:
+                    loaded = self._load(wanted)
+                except ServeError as err:
+                    self._follow_refused = wanted
+                    note = f"the registry's champion is {wanted}, which is refused: {err.message}"
+                    self._follow_note = note
+                    log.error("%s", self._follow_note)
+                    return
+                self._swap(Deployment(loaded))
+                serving = wanted
             if wanted is None or wanted == serving:
                 self._follow_note = None
-                return
-            if current.rollout is not None:
-                self._follow_note = (
-                    f"the registry's champion is {wanted}; {serving} serves until the running "
-                    f"{current.rollout.kind} rollout of {current.rollout.candidate} ends"
-                )
-                return
-            if self._follow_refused == wanted:
-                return
-            try:
-                loaded = self._load(wanted)
-            except ServeError as err:
-                self._follow_refused = wanted
-                self._follow_note = f"the registry's champion is {wanted}, which is refused: {err.message}"
-                logging.getLogger(__name__).error("%s", self._follow_note)
-                return
-            self._swap(Deployment(loaded), "")
-            self._follow_note = None
+            if record is not None and self.deployment.rollout_id is None and record.champion == serving:
+                self._run_rollout(record)
 
     def _follow_loop(self) -> None:
         while not self._stop_following.wait(self.settings.poll_s):
@@ -595,6 +679,7 @@ class ModelServer:
                 "kind": rollout.kind,
                 "candidate": rollout.candidate,
                 "settings": rollout.settings,
+                "decision": rollout.decide(),
                 **rollout.summary(),
             }
         return out

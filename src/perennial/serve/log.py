@@ -2,8 +2,11 @@
 that commits in groups, so a request is answered only once its row is on disk.
 
 A writer that falls behind makes requests wait (the queue is bounded) but never drops a row; after
-``kill -9`` the log holds every request that was acknowledged. ``analyze`` replays the logged feedback
-through the same ``perennial.rollout`` classes the server used, to recompute a rollout's statistics.
+``kill -9`` the log holds every request that was acknowledged. ``analyze`` replays the logged
+feedback through the same ``perennial.rollout`` classes the server used, to recompute a rollout's
+statistics. Each request keeps its rows as the client sent them (``inputs``), so that with its
+feedback the log is training data (:class:`perennial.data.serve_log.ServeLogStream`), read by
+other processes while the server writes.
 
 >>> import tempfile, os
 >>> log = RequestLog(os.path.join(tempfile.mkdtemp(), "log.sqlite"))
@@ -23,11 +26,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+BUSY_TIMEOUT_S = 30.0  # how long a connection to the log waits on a lock before it gives up
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -81,6 +86,9 @@ class Served:
     latency_ms: float
     at: float = field(default_factory=time.time)
     teams: list[str] | None = None  # /rank only: the version that placed each position
+    # The rows as the client sent them (lists of numbers, or raw named rows), so that the log can be
+    # trained on with its feedback; None for a caller that does not keep them.
+    inputs: list | None = None
 
 
 class _Item:
@@ -120,6 +128,13 @@ def _resolve(future: asyncio.Future, error: BaseException | None) -> None:
 _STOP = object()
 
 
+def _plain(value: object) -> object:
+    """Numpy values in logged inputs as JSON: a caller may pass an array's rows."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"a logged input holds a {type(value).__name__}, which is not JSON")
+
+
 class RequestLog:
     """Requests, shadow predictions, feedback and rollouts in one SQLite file.
 
@@ -145,6 +160,11 @@ class RequestLog:
         columns = {row["name"] for row in writer.execute("PRAGMA table_info(requests)")}
         if "teams" not in columns:  # a log written before /rank existed
             writer.execute("ALTER TABLE requests ADD COLUMN teams TEXT")
+        if "inputs" not in columns:  # a log written before requests kept their rows
+            writer.execute("ALTER TABLE requests ADD COLUMN inputs TEXT")
+        # Readers of the log as training data (perennial.data.serve_log) ask for time ranges; they open
+        # it read-only, so the writer makes the index.
+        writer.execute("CREATE INDEX IF NOT EXISTS requests_at ON requests (at)")
         self._reader = self._connect(synchronous)
         self._reader_lock = threading.Lock()
         self.groups = 0  # commits made, for the metrics
@@ -154,7 +174,12 @@ class RequestLog:
         self._thread.start()
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        # WAL: readers in other processes (a training loop reading the log) never block the writer,
+        # nor it them. The timeout is SQLite's busy timeout: a moment of contention (a checkpoint, a
+        # reader's recovery) waits instead of failing a request.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -232,7 +257,7 @@ class RequestLog:
     # ---- writes -----------------------------------------------------------------------------------
     _REQUEST_SQL = (
         "INSERT INTO requests (request_id, unit, arm, version, champion, rollout, predictions, latency_ms,"
-        " at, teams) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " at, teams, inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
     @staticmethod
@@ -248,6 +273,7 @@ class RequestLog:
             s.latency_ms,
             s.at,
             None if s.teams is None else json.dumps(s.teams),
+            None if s.inputs is None else json.dumps(s.inputs, separators=(",", ":"), default=_plain),
         )
 
     def write_request(self, served: Served) -> None:
@@ -308,6 +334,7 @@ class RequestLog:
         out = dict(row)
         out["predictions"] = json.loads(out["predictions"])
         out["teams"] = None if out["teams"] is None else json.loads(out["teams"])
+        out["inputs"] = None if out["inputs"] is None else json.loads(out["inputs"])
         out["shadow"] = {s["version"]: json.loads(s["predictions"]) for s in shadows}
         out["has_feedback"] = has_feedback is not None
         return out
@@ -325,14 +352,14 @@ class RequestLog:
 
 
 # ---- analysis ---------------------------------------------------------------------------------------
-def analyze(path: str | Path) -> dict[str, Any]:
-    """Every rollout in the log at ``path``, with its statistics recomputed from the logged feedback.
-
-    The labelled requests of each rollout are replayed in the order their feedback arrived through a
-    fresh ``ShadowDeployment``, ``ABTest`` or ``CanaryRollout`` built with the logged settings, so the
-    numbers match what the server decided live. Also per arm: requests, labelled rows and accuracy.
-    """
-    from perennial.serve.models import make_rollout  # the rollout factories live with the server's models
+def analyze(path: str | Path, registry: str | Path | None = None) -> dict[str, Any]:
+    """Every rollout of the registry (default: the directory holding the log), with its statistics
+    recomputed from the log at ``path``: each one's labelled requests replayed, in the order their
+    feedback arrived, through a fresh engine of its kind and settings (``perennial.rollout.live``, the
+    one the servers ran), so the numbers match what was decided live. Also per arm: requests,
+    labelled rows and accuracy."""
+    from perennial.registry import Registry
+    from perennial.serve.rollouts import engine, feedback_after, record_rows
 
     conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
@@ -341,49 +368,42 @@ def analyze(path: str | Path) -> dict[str, Any]:
         for row in conn.execute("SELECT arm, count(*) AS n FROM requests GROUP BY arm"):
             arms[row["arm"]] = {"requests": row["n"], "labelled": 0, "correct": 0}
         joined = conn.execute(
-            "SELECT r.request_id, r.arm, r.champion, r.rollout, r.predictions, r.teams, f.labels "
-            "FROM feedback f JOIN requests r ON r.request_id = f.request_id ORDER BY f.seq"
+            "SELECT r.arm, r.predictions, f.labels FROM feedback f JOIN requests r"
+            " ON r.request_id = f.request_id WHERE r.teams IS NULL"
         ).fetchall()
-        shadow: dict[str, dict[str, list[int]]] = {}
-        for row in conn.execute("SELECT request_id, version, predictions FROM shadow"):
-            shadow.setdefault(row["request_id"], {})[row["version"]] = json.loads(row["predictions"])
-        rollouts = [dict(r) for r in conn.execute("SELECT * FROM rollouts ORDER BY id")]
     finally:
         conn.close()
-    by_rollout: dict[int, list] = {}
-    for row in joined:
-        predictions, labels = (
-            np.asarray(json.loads(row["predictions"])),
-            np.asarray(json.loads(row["labels"])),
-        )
-        if row["teams"] is None:  # clicks on a ranking are not labels of its rows
-            stats = arms[row["arm"]]
-            stats["labelled"] += len(labels)
-            stats["correct"] += int((predictions == labels).sum())
-        if row["rollout"] is not None:
-            by_rollout.setdefault(row["rollout"], []).append((row, predictions, labels))
+    for row in joined:  # clicks on a ranking are not labels of its rows
+        predictions = np.asarray(json.loads(row["predictions"]))
+        labels = np.asarray(json.loads(row["labels"]))
+        stats = arms[row["arm"]]
+        stats["labelled"] += len(labels)
+        stats["correct"] += int((predictions == labels).sum())
     for stats in arms.values():
         stats["accuracy"] = stats["correct"] / stats["labelled"] if stats["labelled"] else None
+    root = Path(registry) if registry is not None else Path(path).parent
+    records = []
+    if (root / "index.sqlite").exists():
+        with Registry(root, create=False, readonly=True) as reader:
+            records = reader.rollouts.all()
     out_rollouts = []
-    for r in rollouts:
-        settings = json.loads(r["settings"])
-        live = make_rollout(r["kind"], r["champion"], r["candidate"], settings)
-        for row, predictions, labels in by_rollout.get(r["id"], []):
-            if row["teams"] is not None:
-                if r["kind"] == "interleave":
-                    live.clicks(json.loads(row["teams"]), labels.tolist())
-                continue
-            theirs = shadow.get(row["request_id"], {}).get(r["candidate"])
-            live.feedback(row["arm"], predictions, labels, theirs)
+    for record in records:
+        fresh = engine(replace(record, state=None))
+        seq = 0
+        while rows := feedback_after(path, record.id, record.candidate, seq):
+            record_rows(fresh, rows, record, None)
+            seq = rows[-1]["seq"]
         out_rollouts.append(
             {
-                "id": r["id"],
-                "kind": r["kind"],
-                "champion": r["champion"],
-                "candidate": r["candidate"],
-                "settings": settings,
-                "outcome": r["outcome"],
-                **live.summary(),
+                "id": record.id,
+                "kind": record.kind,
+                "champion": record.champion,
+                "candidate": record.candidate,
+                "settings": record.settings,
+                "outcome": record.status,
+                "decision": fresh.decide(),
+                "shares": fresh.shares(),
+                **fresh.summary(),
             }
         )
     return {"arms": arms, "rollouts": out_rollouts}

@@ -69,6 +69,11 @@ class Metrics:
         self.shadow_errors = Counter(
             f"{p}_shadow_errors", "Shadow batches that failed (logged with their traceback)", registry=r
         )
+        self.follow_refused = Counter(
+            f"{p}_follow_refused",
+            "Registry polls refused because the registry was replaced by another at the same path",
+            registry=r,
+        )
         self.latency = Histogram(
             f"{p}_latency_seconds",
             "Time from a request's handler start to its answer (log commit included), by endpoint",

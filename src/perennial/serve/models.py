@@ -9,12 +9,6 @@ group of the run config stored with it, which may name only perennial's own mode
 pipeline (a registry from before versions carried one) is rebuilt by the server's fallback, if it
 has one. Nothing serves before its files pass their checksums, its weights are finite and a forward
 pass answers (``ModelStore.load``).
-
->>> rollout = make_rollout("ab", "v1", "v2", {"share": 0.5, "salt": "doc"})
->>> sorted(rollout.shares().items())
-[('v1', 0.5), ('v2', 0.5)]
->>> rollout.route("user-1") == rollout.route("user-1")  # sticky
-True
 """
 
 from __future__ import annotations
@@ -23,12 +17,10 @@ import json
 import math
 import sqlite3
 import threading
-import zlib
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +29,7 @@ from perennial.data.encoding import TableEncoding
 from perennial.data.pipeline import InputPipeline
 from perennial.learn.module import ClassifierModule, build_classifier
 from perennial.registry import CorruptVersion, Registry, RegistryIndexError, UnknownVersion
-from perennial.rollout import ABTest, CanaryRollout, MixtureSPRT, ShadowDeployment
-from perennial.rollout.interleaving import Interleaving, credit, team_draft
+from perennial.rollout.live import Rollout
 
 Builder = Callable[..., ClassifierModule]
 # For versions stored without a pipeline extra: given the version's stored run config (its ``model``
@@ -58,6 +49,7 @@ _STREAMS = {
     "NewColumnsStream": "schema",
     "PartitionedTable": "partitions",
     "RareClassStream": "rare",
+    "ServeLogStream": "serve_log",
     "SyntheticStream": "synthetic",
     "TableStream": "table",
     "WeatherStream": "weather",
@@ -175,6 +167,8 @@ class ModelStore:
         self.device = device  # champion, candidates and shadows all share it
         with self.reader() as registry:  # fail now, with the path, if there is no usable registry
             registry.check()
+            # Which registry the models come from: one replaced at the same path is another registry.
+            self.identity = registry.identity
         self._loaded: dict[str, LoadedModel] = {}
         self._fallbacks: dict[str, tuple[Builder, tuple[int, ...]]] = {}
         self._lock = threading.Lock()
@@ -326,283 +320,13 @@ def _smoke_test(loaded: LoadedModel) -> None:
         raise UnservableVersion(loaded.version, "a forward pass on zeros gives NaN or infinite probabilities")
 
 
-# ---- rollouts ---------------------------------------------------------------------------------------
-OUTCOMES = ("continue", "promote", "reject")
-
-
-class LiveRollout(ABC):
-    """One candidate against the champion on the server's traffic, built from a perennial.rollout class.
-
-    ``route`` picks the arm for a unit, ``feedback`` records one labelled request and returns
-    ``"continue"``, ``"promote"`` or ``"reject"``; both are safe to call from many threads.
-    """
-
-    kind: ClassVar[str]
-
-    def __init__(self, champion: str, candidate: str, settings: Mapping[str, Any]) -> None:
-        if champion == candidate:
-            raise ValueError(f"the candidate {candidate} is already the champion")
-        self.champion, self.candidate = champion, candidate
-        self.settings = dict(settings)
-        self.lock = threading.Lock()
-        try:
-            self._start(**self.settings)
-        except TypeError as err:  # an unknown setting
-            raise ValueError(f"bad {self.kind} rollout settings {self.settings}: {err}") from None
-
-    @property
-    def shadows(self) -> list[str]:
-        """Versions that predict every request off the record."""
-        return []
-
-    @abstractmethod
-    def _start(self, **settings: Any) -> None: ...
-
-    @abstractmethod
-    def _route(self, unit: str) -> str: ...
-
-    @abstractmethod
-    def shares(self) -> dict[str, float]:
-        """Each arm's share of the traffic now."""
-
-    @abstractmethod
-    def _feedback(
-        self, arm: str, served: np.ndarray, labels: np.ndarray, candidate: np.ndarray | None
-    ) -> str: ...
-
-    @abstractmethod
-    def _summary(self) -> dict[str, Any]: ...
-
-    def route(self, unit: str) -> str:
-        with self.lock:
-            return self._route(unit)
-
-    def feedback(
-        self, arm: str, served: Sequence[int], labels: Sequence[int], candidate: Sequence[int] | None = None
-    ) -> str:
-        """Labels for one request: the arm that answered, its predictions, and (shadow) the candidate's."""
-        with self.lock:
-            return self._feedback(
-                arm,
-                np.asarray(served),
-                np.asarray(labels),
-                None if candidate is None else np.asarray(candidate),
-            )
-
-    def summary(self) -> dict[str, Any]:
-        with self.lock:
-            return _json_safe({"shares": self.shares(), **self._summary()})
-
-
-class LiveShadow(LiveRollout):
-    """The champion answers everyone; the candidate predicts every request in the background."""
-
-    kind = "shadow"
-
-    def _start(
-        self, criterion: str = "not_worse", margin: float = 0.01, alpha: float = 0.05, min_requests: int = 500
-    ) -> None:
-        self.live = ShadowDeployment(self.champion, [self.candidate], criterion, margin, alpha, min_requests)
-
-    @property
-    def shadows(self) -> list[str]:
-        return [self.candidate]
-
-    def _route(self, unit: str) -> str:
-        return self.champion
-
-    def shares(self) -> dict[str, float]:
-        return {self.champion: 1.0, self.candidate: 0.0}
-
-    def _feedback(self, arm, served, labels, candidate):
-        if candidate is None or len(candidate) != len(served):
-            return "continue"  # the shadow's prediction was lost (its queue was full): no pair to compare
-        self.live.record({self.champion: served, self.candidate: candidate}, labels=labels)
-        return self.live.decision(self.candidate)
-
-    def _summary(self) -> dict[str, Any]:
-        s = self.live.summary()
-        return {
-            "decision": self.live.decision(self.candidate),
-            "p_value": s[self.candidate]["p_value"],
-            "labelled": self.live.labelled,
-            "arms": s,
-        }
-
-
-class LiveAB(LiveRollout):
-    """Units are split between champion and candidate by a sticky salted hash; a sequential test decides."""
-
-    kind = "ab"
-
-    def _start(self, share: float = 0.5, alpha: float = 0.05, salt: str | None = None) -> None:
-        if not 0 < share < 1:
-            raise ValueError(f"ab share must be in (0, 1), got {share}")
-        salt = salt or f"serve:{self.candidate}"
-        self.live = ABTest(self.champion, {self.candidate: share}, salt=salt, alpha=alpha)
-
-    def _route(self, unit: str) -> str:
-        return self.live.router.route(unit)
-
-    def shares(self) -> dict[str, float]:
-        return self.live.router.shares()
-
-    def _feedback(self, arm, served, labels, candidate):
-        self.live.record(np.full(len(labels), arm, dtype=object), (served == labels).astype(float))
-        decision = self.live.decision()
-        return {"continue": "continue", self.candidate: "promote"}.get(decision, "reject")
-
-    def _summary(self) -> dict[str, Any]:
-        result = self.live.results()[self.candidate]
-        decision = self.live.decision()
-        return {
-            "decision": {"continue": "continue", self.candidate: "promote"}.get(decision, "reject"),
-            "p_value": result["p_holm"],
-            "effect": result["effect"],
-            "n": result["n"],
-        }
-
-
-class LiveCanary(LiveRollout):
-    """The candidate's share grows in steps while a one-sided test guards accuracy; the first
-    significant drop rolls it back and sends everyone to the champion."""
-
-    kind = "canary"
-
-    def _start(
-        self,
-        steps: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
-        min_samples: int = 100,
-        alpha: float = 0.05,
-        salt: str | None = None,
-        feedback_batch: int = 50,
-        holdout: float = 0.05,
-    ) -> None:
-        if feedback_batch < 1:
-            raise ValueError(f"canary feedback_batch must be >= 1, got {feedback_batch}")
-        salt = salt or f"serve:{self.candidate}"
-        self.live = CanaryRollout(
-            self.champion,
-            self.candidate,
-            steps=steps,
-            min_samples=min_samples,
-            alpha=alpha,
-            salt=salt,
-            holdout=holdout,
-        )
-        # Labelled rows are recorded in batches: one record() per request would re-check the step
-        # and the guards' timeline once per request.
-        self.feedback_batch = feedback_batch
-        self._arms: list[str] = []
-        self._correct: list[float] = []
-
-    def _route(self, unit: str) -> str:
-        return str(self.live.assign([unit])[0])
-
-    def shares(self) -> dict[str, float]:
-        if self.live.status == "rolled_back":
-            return {self.champion: 1.0, self.candidate: 0.0}
-        return self.live.router.shares()
-
-    def _feedback(self, arm, served, labels, candidate):
-        self._arms += [arm] * len(labels)
-        self._correct += (served == labels).astype(float).tolist()
-        status = self.live.status
-        if len(self._arms) >= self.feedback_batch:
-            arms, correct = np.array(self._arms, dtype=object), np.array(self._correct)
-            self._arms, self._correct = [], []
-            status = self.live.record(arms, {"accuracy": correct})
-        return {"completed": "promote", "rolled_back": "reject"}.get(status, "continue")
-
-    def _summary(self) -> dict[str, Any]:
-        test = self.live.tests["accuracy"]
-        return {
-            "decision": {"completed": "promote", "rolled_back": "reject"}.get(self.live.status, "continue"),
-            "status": self.live.status,
-            "step": self.live.step,
-            "p_value": test.p_value,
-            "effect": test.effect if test.n else None,
-            "units": self.live.units,
-            "canary_units": self.live.canary_units,
-            "waiting_feedback": len(self._arms),
-            "timeline": self.live.timeline,
-        }
-
-
-class LiveInterleave(LiveRollout):
-    """``POST /rank`` shows a team-draft mix of champion's and candidate's ranked classes; clicks
-    credit the model that placed the item, and a mixture SPRT on the per-impression credit decides.
-    ``/predict`` traffic is answered by the champion meanwhile."""
-
-    kind = "interleave"
-
-    def _start(self, alpha: float = 0.05, min_impressions: int = 100, salt: str | None = None) -> None:
-        self.test = MixtureSPRT(alpha=alpha, min_per_arm=min_impressions)
-        self.salt = salt or f"serve:{self.candidate}"
-        self.wins = {"champion": 0, "candidate": 0, "tie": 0}
-
-    def _route(self, unit: str) -> str:
-        return self.champion
-
-    def shares(self) -> dict[str, float]:
-        return {self.champion: 1.0, self.candidate: 0.0}
-
-    def interleave(self, request_id: str, ours: Sequence[int], theirs: Sequence[int]) -> Interleaving:
-        """The shown list for one request; seeded by it, so the log can be replayed exactly."""
-        rng = np.random.default_rng(zlib.crc32(f"{self.salt}:{request_id}".encode()))
-        return team_draft(ours, theirs, rng, length=len(ours))
-
-    def clicks(self, teams: Sequence[str], positions: Sequence[int]) -> str:
-        """Clicked positions of one impression whose positions were placed by ``teams`` (versions)."""
-        sides = tuple("a" if t == self.champion else "b" for t in teams)
-        shown = Interleaving("team_draft", tuple(range(len(teams))), ((), ()), teams=sides)
-        outcome = credit(shown, positions)
-        with self.lock:
-            self.wins[{"a": "champion", "b": "candidate", "tie": "tie"}[outcome.winner]] += 1
-            # The control fixed at 0 gives each pair the variance of the credit itself (see live.Interleave).
-            self.test.update([0.0], [outcome.score])
-            return self._decision()
-
-    def _decision(self) -> str:
-        if self.test.decision == "continue":
-            return "continue"
-        return "promote" if self.test.effect > 0 else "reject"
-
-    def _feedback(self, arm, served, labels, candidate):
-        return self._decision()  # labels of /predict requests say nothing about the rankings
-
-    def _summary(self) -> dict[str, Any]:
-        return {
-            "decision": self._decision(),
-            "p_value": self.test.p_value,
-            "effect": self.test.effect if self.test.n else None,
-            "impressions": self.test.n,
-            "wins": dict(self.wins),
-        }
-
-
-ROLLOUTS: dict[str, type[LiveRollout]] = {
-    "shadow": LiveShadow,
-    "ab": LiveAB,
-    "canary": LiveCanary,
-    "interleave": LiveInterleave,
-}
-
-
-def make_rollout(kind: str, champion: str, candidate: str, settings: Mapping[str, Any]) -> LiveRollout:
-    """A live rollout of ``kind`` (shadow, ab, canary or interleave) with its settings."""
-    if kind not in ROLLOUTS:
-        raise ValueError(f"unknown rollout kind {kind!r}; expected one of {', '.join(ROLLOUTS)}")
-    return ROLLOUTS[kind](champion, candidate, settings)
-
-
 @dataclass(frozen=True)
 class Deployment:
     """What serves now: the champion, and the running rollout with its candidate. Never changed in
     place: a swap builds a new one, and a request keeps the one it started with."""
 
     champion: LoadedModel
-    rollout: LiveRollout | None = None
+    rollout: Rollout | None = None  # the registry's running rollout, as this server last read it
     candidate: LoadedModel | None = None
     rollout_id: int | None = None
 
