@@ -21,6 +21,7 @@ from perennial.cli.registry import main as registry_cli
 from perennial.data import WindowFeed
 from perennial.evaluate import PromotionGate, evaluate
 from perennial.registry import Registry, UnknownVersion, VersionRecord
+from perennial.report.run import summarize
 from perennial.rollout.live import Canary
 from perennial.serve import ServeSettings, create_app
 from perennial.serve.app import ModelServer
@@ -303,6 +304,18 @@ def test_a_server_does_not_follow_a_registry_replaced_at_its_path(root, servers,
     assert not np.allclose(theirs, before, atol=1e-3)  # the new registry's v1 would answer otherwise
 
 
+def test_a_server_whose_registry_is_deleted_goes_on_serving_and_says_so(root, servers, tmp_path):
+    server, client = servers.start()
+    shutil.rmtree(root / "versions")
+    (root / "index.sqlite").unlink()
+    server.poll_registry()  # what the follower thread does every poll_s: never raises
+    status = client.get("/status")
+    assert status.status_code == 200
+    assert status.json()["follow"]["note"].startswith("cannot read the registry: FileNotFoundError")
+    answer = client.post("/predict", json={"unit": "u", "rows": rows(3)})
+    assert answer.status_code == 200 and answer.json()["version"] == "v1"
+
+
 def build_like(registry: Registry, version: str) -> torch.nn.Module:
     """``version``'s model, built from its stored config and weights."""
     _, build = stream_and_builder(OmegaConf.create(registry.get(version).config))
@@ -456,6 +469,9 @@ def test_a_loop_over_an_exported_champion_starts_from_it_at_window_0(tmp_path):
     assert later and all(v.id.startswith("v1.") for v in later)  # every update descends from it
     assert [d["decision"] for d in loop.registry.decisions("v1")] == ["promoted", "adopted"]
     assert len(result["rows"]) == len(small_stream(n_samples=2000).windows())
+    # The run's summary takes an adopted champion trained on none of its windows.
+    report = summarize(result, loop.registry, loop.accuracy_matrix(), loop.stream)
+    assert report["evaluated_windows"] == len(result["rows"])
 
 
 # ---- 8. the registry CLI -------------------------------------------------------------------------------

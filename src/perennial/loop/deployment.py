@@ -48,7 +48,7 @@ from perennial.loop.settings import Challenger, LoopSettings
 from perennial.loop.state import CHECKPOINT_KEY, SOURCE_KEY, LoopState
 from perennial.loop.windows import WindowData, load_trusted
 from perennial.registry import CorruptVersion, Registry, VersionRecord, load_tree, save_tree
-from perennial.rollout.live import Rollout
+from perennial.rollout.live import Rollout, json_safe
 from perennial.stats.paired import discordant_counts
 from perennial.tracking import RunHistory, RunLogger
 from perennial.triggers.base import Firing, Observation, Trigger
@@ -866,7 +866,7 @@ class ContinuousDeployment:
         n_rows = sum(state.paired[str(w)][2] for w in windows)
         static_correct = sum(state.paired[str(w)][3] for w in windows)
         static_accuracy = static_correct / n_rows if n_rows else float("nan")
-        return _json_safe(
+        return json_safe(
             {
                 "mode": self.settings.guard,
                 "windows": windows,
@@ -966,7 +966,7 @@ class ContinuousDeployment:
             if screened is not None and screened.quarantine:
                 labelled["screen"] = f"quarantined: {screened.reason}"
                 evidence = {"window": w, "flagged": screened.flagged, "reason": screened.reason}
-                state.quarantined = [*state.quarantined, _json_safe(evidence | screened.checks)]
+                state.quarantined = [*state.quarantined, json_safe(evidence | screened.checks)]
                 continue
             if screened is not None:
                 self.screen.accept(x, y, probabilities)
@@ -1211,12 +1211,12 @@ class ContinuousDeployment:
                 "rollout": self.rollout.kind,
                 "rollout_candidate": candidate_id,
                 "rollout_decision": "held",
-                "rollout_p_value": _json_safe(self.rollout.summary()).get("p_value"),
+                "rollout_p_value": json_safe(self.rollout.summary()).get("p_value"),
             }
             return champion
         self.rollout.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving
         outcome = self.rollout.end_window()
-        summary = _json_safe(self.rollout.summary())
+        summary = json_safe(self.rollout.summary())
         row |= {
             "served_accuracy": float(np.mean(answered == window.y)),
             "rollout": self.rollout.kind,
@@ -1370,17 +1370,6 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _json_safe(tree):
-    """NaN as None, all the way down, so a rollout's statistics read back from JSON unchanged."""
-    if isinstance(tree, dict):
-        return {k: _json_safe(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return [_json_safe(v) for v in tree]
-    if isinstance(tree, float) and math.isnan(tree):
-        return None
-    return tree
 
 
 def _finite(value: float | None) -> float | None:

@@ -29,7 +29,9 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
     # The matrix covers the newest loop.matrix_windows windows, and the champions that served them.
     order = [v for i, v in enumerate(champions) if v not in champions[:i] and v in matrix.index]
     first = int(matrix.columns[0]) if len(matrix.columns) else 0
-    trained = [max(registry.get(v).trained_on_windows) - first for v in order]
+    # A version trained on none of the run's windows (a champion the run adopted, trained elsewhere)
+    # counts as trained before the first: forgetting and backward transfer then leave it out.
+    trained = [max(registry.get(v).trained_on_windows, default=first - 1) - first for v in order]
     m = matrix.loc[order].to_numpy(dtype=float)
     tail = rows.tail(recent)
     # A candidate that passed the gate into a live rollout is decided by it, windows later.

@@ -205,7 +205,7 @@ class Shadow(Rollout):
 
     def summary(self) -> dict:
         s = self.live.summary()[self.candidate]
-        return _json_safe(
+        return json_safe(
             {
                 "kind": self.kind,
                 "p_value": s["p_value"],
@@ -263,7 +263,7 @@ class AB(Rollout):
 
     def summary(self) -> dict:
         r = self.live.results()[self.candidate]
-        return _json_safe(
+        return json_safe(
             {
                 "kind": self.kind,
                 "p_value": r["p_holm"],
@@ -327,7 +327,7 @@ class Canary(Rollout):
 
     def summary(self) -> dict:
         test = self.live.tests["accuracy"]
-        return _json_safe(
+        return json_safe(
             {
                 "kind": self.kind,
                 "p_value": test.p_value,
@@ -481,7 +481,7 @@ class Interleave(Rollout):
         return "promote" if self.test.effect > 0 else "reject"
 
     def summary(self) -> dict:
-        return _json_safe(
+        return json_safe(
             {
                 "kind": self.kind,
                 "p_value": self.test.p_value,
@@ -518,13 +518,13 @@ def make_rollout(kind: str, settings: Mapping[str, Any] | None = None) -> Rollou
         raise ValueError(f"bad {kind} rollout settings {settings}: {err}") from None
 
 
-def _json_safe(tree: Any) -> Any:
+def json_safe(tree: Any) -> Any:
     """NaN and infinities as None, tuples as lists, numpy scalars as Python's: JSON that reads back
     equal and that any client can read."""
     if isinstance(tree, Mapping):
-        return {str(k): _json_safe(v) for k, v in tree.items()}
+        return {str(k): json_safe(v) for k, v in tree.items()}
     if isinstance(tree, list | tuple):
-        return [_json_safe(v) for v in tree]
+        return [json_safe(v) for v in tree]
     if isinstance(tree, np.generic):
         tree = tree.item()
     if isinstance(tree, float) and not math.isfinite(tree):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from perennial.data.window import DataError
+from perennial.registry import RegistryIndexError
 from perennial.registry.rollouts import RolloutRecord
 from perennial.registry.store import UnknownVersion
 from perennial.rollout.live import make_rollout
@@ -626,24 +627,35 @@ class ModelServer:
             if record is not None and self.deployment.rollout_id is None and record.champion == serving:
                 self._run_rollout(record)
 
+    def poll_registry(self) -> None:
+        """One poll of the follower thread: ``follow_registry``, with any failure (a registry deleted,
+        damaged or locked past the busy timeout) said in ``/status`` and logged, never raised: what
+        is loaded goes on serving."""
+        try:
+            self.follow_registry()
+        except Exception as err:
+            self._follow_note = f"cannot read the registry: {type(err).__name__}: {err}"
+            log.error("%s", self._follow_note)
+
     def _follow_loop(self) -> None:
         while not self._stop_following.wait(self.settings.poll_s):
-            try:
-                self.follow_registry()
-            except Exception as err:  # an unreadable registry must not stop serving what is loaded
-                self._follow_note = f"cannot read the registry: {type(err).__name__}: {err}"
-                logging.getLogger(__name__).error("%s", self._follow_note)
+            self.poll_registry()
 
     # ---- reporting --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         deployment = self.deployment
         # Read-only: /status is unauthenticated, and reading must never change or clean the registry.
-        with self.store.reader() as registry:
-            versions = [{"id": r.id, "status": r.status, "kind": r.kind} for r in registry.versions()]
-            registry_champion = registry.champion()
+        unreadable = None
+        try:
+            with self.store.reader() as registry:
+                versions = [{"id": r.id, "status": r.status, "kind": r.kind} for r in registry.versions()]
+                registry_champion = registry.champion()
+        except (OSError, sqlite3.Error, RegistryIndexError) as err:  # deleted or damaged under us
+            versions, registry_champion = [], None
+            unreadable = f"cannot read the registry: {type(err).__name__}: {err}"
         rollout = deployment.rollout
         serving = deployment.champion.version
-        note = self._follow_note  # set by the poll: a refused champion, an unreadable registry
+        note = self._follow_note or unreadable  # set by the poll: a refused champion, an unreadable registry
         if note is None and registry_champion not in (None, serving):
             if not self.settings.follow:
                 note = f"serve.follow is off: {serving} serves until a promote or rollback here, or a restart"

@@ -338,15 +338,3 @@ class Deployment:
     def route(self, unit: str) -> str:
         return self.rollout.route(unit) if self.rollout is not None else self.champion.version
 
-
-def _json_safe(tree: Any) -> Any:
-    """NaN and infinities as None, tuples as lists: JSON that any client can read."""
-    if isinstance(tree, Mapping):
-        return {str(k): _json_safe(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return [_json_safe(v) for v in tree]
-    if isinstance(tree, np.generic):
-        tree = tree.item()
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return None
-    return tree
