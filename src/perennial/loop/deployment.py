@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -44,6 +43,7 @@ from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
+from perennial.loop.rollouts import RolloutStage
 from perennial.loop.settings import Challenger, LoopSettings
 from perennial.loop.state import CHECKPOINT_KEY, SOURCE_KEY, LoopState
 from perennial.loop.windows import WindowData, load_trusted
@@ -92,6 +92,12 @@ class ContinuousDeployment:
         self.rollout = rollout
         self.screen = screen
         self.logger = logger if logger is not None else RunLogger()  # the base logs nothing
+        # A candidate the gate passes meets live traffic first (replayed, or on the servers).
+        self.stage = (
+            RolloutStage(rollout, registry, self.load, self.logger, settings.seed)
+            if rollout is not None
+            else None
+        )
         self.challenger = challenger
         if challenger is not None and rollout is not None:
             raise ValueError(
@@ -120,7 +126,6 @@ class ContinuousDeployment:
         self.champion: ClassifierModule | None = None
         self.static: ClassifierModule | None = None
         self._opened = False
-        self._candidate: tuple[str, ClassifierModule | None] = ("", None)
         self._awaiting: tuple[str, ClassifierModule | None] = ("", None)  # judged on the next window
         self._served: tuple[str, ClassifierModule | None] = ("", None)  # a past champion, for late labels
         # Registry writes decided while a window is processed; they commit with its checkpoint.
@@ -348,9 +353,12 @@ class ContinuousDeployment:
         if self.screen is not None:
             self.screen.load_state_dict(state.screen)
         if state.rollout:
-            self._require_rollout(state.rollout["candidate"], state.rollout.get("on", "replay"))
-            if state.rollout.get("on") != "server":
-                self.rollout.load_state_dict(state.rollout, self.rollout_salt(state.rollout["candidate"]))
+            if self.stage is None:
+                raise ValueError(
+                    f"this run has {state.rollout['candidate']} in a live rollout; resume it with the same "
+                    "rollout= setting"
+                )
+            self.stage.resume(state)
         if self.buffer is not None and state.buffer_file:
             self.buffer.load_state_dict(load_tree(self.run_dir / "checkpoint" / state.buffer_file))
 
@@ -591,10 +599,8 @@ class ContinuousDeployment:
             evidence = not row["screen"].startswith("quarantined")
             with self.registry.transaction():
                 self.apply_writes()
-                if state.rollout.get("on") == "server":
-                    champion = self.await_live_decision(t, state, champion, row)
-                else:
-                    champion = self.rollout_window(t, self.data.labelled(t), state, champion, row, evidence)
+                window = self.data.labelled(t)
+                champion = self.stage.step(t, window, state, champion, row, self.watch, evidence)
                 self.checkpoint(state, t)
             return champion
         if firing is None or hold:
@@ -643,7 +649,7 @@ class ContinuousDeployment:
             if decision.promote and self.rollout is not None:
                 # Passed offline; live traffic decides, from the next window on.
                 label = "rollout"
-                self.hand_to_rollout(state, record.id, cand.module, t)
+                self.stage.hand_over(state, record.id, cand.module, t)
             elif decision.promote:
                 self.registry.promote(record.id, window=t, reason=decision.reason)
             else:
@@ -740,7 +746,7 @@ class ContinuousDeployment:
         state.awaiting, self._awaiting = None, ("", None)
         if decision.promote and self.rollout is not None:
             label = "rollout"  # passed offline; live traffic decides, from the next window on
-            self._writes.append(partial(self.hand_to_rollout, state, candidate_id, candidate, t))
+            self._writes.append(partial(self.stage.hand_over, state, candidate_id, candidate, t))
         elif decision.promote:
             promote = partial(self.registry.promote, candidate_id, window=t, reason=decision.reason)
             self._writes.append(promote)
@@ -1060,186 +1066,6 @@ class ContinuousDeployment:
             "rollback_p_value": None,
             "guard": "",
         }
-
-    # ---- online evaluation ------------------------------------------------------------------
-    def rollout_salt(self, candidate: str) -> str:
-        """Each rollout shuffles units by its own salt: the run seed and the candidate."""
-        return f"{self.settings.seed}:{candidate}"
-
-    def _require_rollout(self, candidate: str, on: str = "replay") -> None:
-        if self.rollout is None or self.rollout.on != on:
-            raise ValueError(
-                f"this run has {candidate} in a live rollout (rollout.on={on}); resume it with the same "
-                "rollout= setting"
-            )
-
-    def hand_to_rollout(
-        self, state: LoopState, candidate_id: str, candidate: ClassifierModule, t: int
-    ) -> None:
-        """A candidate that passed the offline gate meets live traffic: the loop's replay of the next
-        windows (rollout.on=replay), or every server following the registry (rollout.on=server), which
-        the registry asks to run it. Called inside window ``t``'s transaction."""
-        if self.rollout.on == "server":
-            state.rollout = {"on": "server", "id": None, "candidate": candidate_id, "windows": 0}
-            self.request_live_rollout(state, t)
-        else:
-            self.rollout.begin(state.champion, candidate_id, self.rollout_salt(candidate_id))
-            state.rollout = self.rollout.state_dict()
-        self._candidate = (candidate_id, candidate)
-
-    def request_live_rollout(self, state: LoopState, t: int) -> None:
-        """Ask the servers to run the waiting candidate. While another rollout is open on them (a
-        person's ``POST /rollout``), the candidate queues: the request is tried again each window."""
-        try:
-            record = self.registry.rollouts.request(
-                self.rollout.kind,
-                state.champion,
-                state.rollout["candidate"],
-                dict(self.rollout.settings),
-                window=t,
-                by="loop",
-            )
-        except ValueError as err:
-            state.rollout["queued"] = str(err)
-            return
-        state.rollout["id"] = record.id
-        state.rollout.pop("queued", None)
-
-    def await_live_decision(
-        self, t: int, state: LoopState, champion: ClassifierModule, row: dict
-    ) -> ClassifierModule:
-        """The servers run the candidate on live traffic (rollout.on=server); at each window the loop
-        reads where the rollout stands in the registry. Once decided (by a server), the loop goes on
-        from its decision. After ``rollout.max_windows`` windows undecided, the loop decides it:
-        ``rollout.on_timeout`` if a server ran it, failed if none ever started it (no live traffic saw
-        the candidate, so it is never promoted on the offline gate alone). Runs inside the window's
-        transaction; a server deciding at the same moment wins or loses cleanly (compare and set)."""
-        from perennial.serve.rollouts import engine  # the server's reading of a rollout record
-
-        rollouts = self.registry.rollouts
-        candidate_id = state.rollout["candidate"]
-        if state.rollout["id"] is None:
-            self.request_live_rollout(state, t)
-        if state.rollout["id"] is None:  # still queued behind another rollout
-            state.rollout["windows"] += 1
-            row |= {
-                "rollout": self.rollout.kind,
-                "rollout_candidate": candidate_id,
-                "rollout_decision": "queued",
-            }
-            if state.rollout["windows"] < self.rollout.max_windows:
-                return champion
-            waited = f"rollout.max_windows={self.rollout.max_windows}"
-            reason = f"never rolled out in {waited} windows: {state.rollout['queued']}"
-            self.registry.reject(candidate_id, window=t)
-            self.registry.record_decision(candidate_id, t, "rejected", {"reason": reason})
-            self.logger.log_decision(candidate_id, t, "rejected", {"reason": reason})
-            row["rollout_decision"] = "failed"
-            state.rollout, self._candidate = None, ("", None)
-            return champion
-        record = rollouts.get(state.rollout["id"])
-        if record.is_open:
-            state.rollout["windows"] += 1
-            if state.rollout["windows"] >= self.rollout.max_windows:
-                summary = engine(record).summary() if record.state is not None else {}
-                if record.status == "requested":
-                    status = "failed"
-                    reason = (
-                        f"no server started it within rollout.max_windows={self.rollout.max_windows} windows"
-                    )
-                else:
-                    status = "promoted" if self.rollout.on_timeout == "promote" else "rejected"
-                    reason = f"undecided after {state.rollout['windows']} window(s): rollout.on_timeout"
-                rollouts.decide(record.id, status, summary, reason, window=t)
-                record = rollouts.get(record.id)
-        evidence = record.evidence or (engine(record).summary() if record.state is not None else {})
-        decision = {"promoted": "promote", "rejected": "reject"}.get(record.status, record.status)
-        row |= {
-            "rollout": record.kind,
-            "rollout_candidate": candidate_id,
-            "rollout_decision": "continue" if record.is_open else decision,
-            "rollout_p_value": _finite(evidence.get("p_value")),
-        }
-        if record.is_open:
-            return champion
-        numbers = {"reason": record.reason, "rollout": record.id, **evidence}
-        label = {"promoted": "promoted", "stopped": "rollout_stopped"}.get(record.status, "rejected")
-        self.logger.log_decision(candidate_id, t, label, numbers)
-        state.rollout = None
-        if record.status != "promoted":
-            self._candidate = ("", None)
-            return champion
-        if self._candidate[0] != candidate_id:
-            self._candidate = (candidate_id, self.load(candidate_id))
-        module = self._candidate[1]
-        self._candidate = ("", None)
-        self.watch(state, candidate_id, state.champion, t)
-        state.champion = candidate_id
-        return module
-
-    def rollout_window(
-        self,
-        t: int,
-        window: Window,
-        state: LoopState,
-        champion: ClassifierModule,
-        row: dict,
-        evidence: bool = True,
-    ) -> ClassifierModule:
-        """Serve window ``t`` through the rollout, feed back its labels, and promote or reject the
-        candidate once the rollout decides. Runs inside the window's registry transaction. Without
-        ``evidence`` (labels the screen quarantined) the window is served but the rollout is held:
-        its decision ``held``, its state unchanged."""
-        candidate_id = state.rollout["candidate"]
-        self._require_rollout(candidate_id)
-        if self._candidate[0] != candidate_id:
-            self._candidate = (candidate_id, self.load(candidate_id))
-        candidate = self._candidate[1]
-        latency = {}
-        for arm, model in ((state.champion, champion), (candidate_id, candidate)):
-            start = time.perf_counter()
-            latency[arm] = (model.predict_logits(window.x).float().numpy(), time.perf_counter() - start)
-        (ours, _), (theirs, _) = latency.values()
-        self.rollout.timing({arm: seconds / max(len(window), 1) for arm, (_, seconds) in latency.items()})
-        arms = self.rollout.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
-        answered = self.rollout.answer(arms, ours, theirs)
-        if not evidence:
-            # Poisoned-looking labels would steer the live test as they would an update: the
-            # window neither feeds it nor counts towards rollout.max_windows.
-            row |= {
-                "served_accuracy": float(np.mean(answered == window.y)),
-                "rollout": self.rollout.kind,
-                "rollout_candidate": candidate_id,
-                "rollout_decision": "held",
-                "rollout_p_value": json_safe(self.rollout.summary()).get("p_value"),
-            }
-            return champion
-        self.rollout.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving
-        outcome = self.rollout.end_window()
-        summary = json_safe(self.rollout.summary())
-        row |= {
-            "served_accuracy": float(np.mean(answered == window.y)),
-            "rollout": self.rollout.kind,
-            "rollout_candidate": candidate_id,
-            "rollout_decision": outcome,
-            "rollout_p_value": summary.get("p_value"),
-        }
-        if outcome == "continue":
-            state.rollout = self.rollout.state_dict()
-            return champion
-        reason = f"{self.rollout.kind} rollout over {self.rollout.windows} window(s): {outcome}"
-        if outcome == "promote":
-            self.registry.promote(candidate_id, window=t, reason=reason)
-            self.watch(state, candidate_id, state.champion, t)
-            state.champion = candidate_id
-        else:
-            self.registry.reject(candidate_id, window=t)
-        label, numbers = "promoted" if outcome == "promote" else "rejected", {"reason": reason, **summary}
-        self.registry.record_decision(candidate_id, t, label, numbers)
-        self.logger.log_decision(candidate_id, t, label, numbers)
-        state.rollout = None
-        self._candidate = ("", None)
-        return candidate if outcome == "promote" else champion
 
     def judge(
         self,
