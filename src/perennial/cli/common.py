@@ -14,9 +14,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+# build_for is perennial.api's (perennial.model_builder's), and still importable from here.
+from perennial.api import build_for
 from perennial.data.window import DataError, Stream
 from perennial.learn.module import ClassifierModule
-from perennial.learn.module import build_classifier as build_module
 from perennial.loop import Challenger
 
 USER_ERRORS = (DataError, ValueError, FileNotFoundError, RuntimeError)
@@ -33,12 +34,6 @@ def stream_and_builder(cfg: DictConfig) -> tuple[Stream, Callable[[], Classifier
     """The stream of ``cfg.data`` and a function that builds a fresh, untrained ``cfg.model`` for it."""
     stream = instantiate(cfg.data)
     return stream, partial(build_for, instantiate(cfg.model), stream)
-
-
-def build_for(backbone_factory, stream: Stream, **schema) -> ClassifierModule:
-    """A fresh model for ``stream``'s schema as it stands when the model is built: a growing source
-    knows its width and classes from its first window, and a resumed run from its saved state."""
-    return build_module(backbone_factory, tuple(stream.feature_shape), stream.n_classes, **schema)
 
 
 def challenger(cfg: DictConfig, stream: Stream) -> Challenger | None:

@@ -1,6 +1,8 @@
-"""The continuous-deployment loop: settings, its typed checkpoint, the windows it reads, and the loop."""
+"""The continuous-deployment loop: settings, its typed checkpoint, the windows it reads, the loop and
+what a run returns."""
 
 from perennial.loop.deployment import ContinuousDeployment
+from perennial.loop.result import RunResult
 from perennial.loop.settings import GUARDS, Challenger, LoopSettings
 from perennial.loop.state import CHECKPOINT_KEY, LoopState
 from perennial.loop.windows import Split, WindowData, load_trusted
@@ -12,6 +14,7 @@ __all__ = [
     "ContinuousDeployment",
     "LoopSettings",
     "LoopState",
+    "RunResult",
     "Split",
     "WindowData",
     "load_trusted",

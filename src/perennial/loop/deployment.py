@@ -43,6 +43,7 @@ from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
+from perennial.loop.result import RunResult
 from perennial.loop.rollouts import RolloutStage
 from perennial.loop.settings import Challenger, LoopSettings
 from perennial.loop.state import CHECKPOINT_KEY, SOURCE_KEY, LoopState
@@ -257,7 +258,7 @@ class ContinuousDeployment:
         return self.registry.add(record, weights, extras)
 
     # ---- the loop ---------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> dict:
+    def run(self, resume: bool = False) -> RunResult:
         """Process every window that is complete now, commit, and return the run's result: the one
         command of a nightly schedule (run again tomorrow with ``resume``, it continues)."""
         with self.run_lock():
@@ -268,7 +269,7 @@ class ContinuousDeployment:
                     self._process(self._incoming(), bar)
             return self.result()
 
-    def follow(self, poll_seconds: float, on_commit: Callable[[dict], object] | None = None) -> dict:
+    def follow(self, poll_seconds: float, on_commit: Callable[[dict], object] | None = None) -> RunResult:
         """Keep processing windows as they become complete, polling the source every ``poll_seconds``,
         until ``stop`` is set (by SIGTERM or SIGINT in perennial-run): the window being committed
         finishes first. ``on_commit(result)`` runs after each poll that processed windows (the CLI
@@ -286,7 +287,7 @@ class ContinuousDeployment:
                 self.stop.wait(poll_seconds)
         return self.result()
 
-    def process(self, windows: Iterable[Window]) -> dict:
+    def process(self, windows: Iterable[Window]) -> RunResult:
         """Push ``windows`` (the next ones, in order) into a loop over a :class:`WindowFeed` and process
         every one that can be; for callers with their own scheduler. Windows the run has already
         processed (a new process pushing its history again) are taken as the history, not redone."""
@@ -402,23 +403,26 @@ class ContinuousDeployment:
                 break
         return done
 
-    def result(self) -> dict:
+    def result(self) -> RunResult:
         """The run as it stands: the checkpoint, every window's row, the guard's verdict, and the
-        source's report on its input (what summary.json and windows.csv are made from)."""
+        source's report on its input (what summary.json and windows.csv are made from), as a dict
+        with typed properties (:class:`~perennial.loop.result.RunResult`)."""
         if self.state is None:
-            return {
+            data = {
                 "started": False,
                 "rows": [],
                 "windows": self.stream.polled,
                 "input": self.stream.input_report(),
             }
-        return self.state.to_dict() | {
+            return RunResult(data, registry=self.registry.root)
+        data = self.state.to_dict() | {
             "started": True,
             "rows": self.registry.window_rows(),
             "guard_report": self.guard_report(self.state),
             "windows": self.stream.polled,
             "input": self.stream.input_report(),
         }
+        return RunResult(data, registry=self.registry.root)
 
     def start(self) -> LoopState | None:
         """Train v1 on the warm-up windows, make it champion, and write the first checkpoint; None
