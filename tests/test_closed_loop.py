@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from functools import partial
 from pathlib import Path
 
@@ -249,6 +250,26 @@ def test_a_restarted_server_continues_the_rollout_and_loses_no_feedback(root, se
     for i in range(31, 36):
         _exchange(client, client, f"user-{i}", x[i])
     assert rollout_state(root)["summary"]["units"] == 36
+
+
+def test_feedback_does_not_wait_for_a_busy_registry_and_nothing_is_lost(root, servers):
+    settings = {**CANARY, "min_samples": 10_000}
+    _request(root, "canary", "v2", settings)
+    server, client = servers.start()
+    server.follow_registry()
+    x = rows(10)
+    _exchange(client, client, "user-0", x[0])
+    writer = sqlite3.connect(root / "index.sqlite", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the loop committing a window, say
+    try:
+        busy = _exchange(client, client, "user-1", x[1])
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert busy["feedback"]["rollout"] == "pending"  # answered; its label waits in the log
+    assert rollout_state(root)["summary"]["units"] == 1
+    _exchange(client, client, "user-2", x[2])  # the next advance records both
+    assert rollout_state(root)["summary"]["units"] == 3
 
 
 # ---- 4. a candidate that cannot serve ----------------------------------------------------------------

@@ -140,3 +140,20 @@ def test_shadow_records_latency_and_agreement_in_the_registry(tmp_path):
     decided = next(r for r in state["rows"] if r["rollout_decision"] in ("promote", "reject"))
     numbers = loop.registry.decisions(decided["rollout_candidate"])[-1]["numbers"]
     assert numbers["kind"] == "shadow" and numbers["latency_ms"] > 0 and 0 <= numbers["agreement"] <= 1
+
+
+def test_with_the_temporal_gate_no_update_starts_in_the_window_that_hands_over(tmp_path):
+    # gate.fresh=next (the default): a candidate is judged at the window after its training data, and
+    # passing there hands it to the rollout. That window must start no update of its own: a
+    # candidate trained then would fine-tune the champion about to be replaced, and its windows
+    # would be learned by nobody who serves.
+    next_window = PromotionGate(tolerance=1.0, forgetting_tolerance=1.0, fresh="next")
+    for on in ("replay", "server"):
+        canary = Canary(steps=[0.5, 1.0], min_samples=60, max_windows=2, on=on)
+        loop = make_loop(
+            tmp_path / on, stream=stream(), trigger=TimeTrigger(every=1), gate=next_window, rollout=canary
+        )
+        rows = loop.run()["rows"]
+        handed = [r for r in rows if r["decision"] == "rollout"]
+        assert handed, on
+        assert all(r["trained"] == "" for r in handed), (on, [(r["window"], r["trained"]) for r in handed])

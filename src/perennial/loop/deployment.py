@@ -750,7 +750,8 @@ class ContinuousDeployment:
         state.awaiting, self._awaiting = None, ("", None)
         if decision.promote and self.rollout is not None:
             label = "rollout"  # passed offline; live traffic decides, from the next window on
-            self._writes.append(partial(self.stage.hand_over, state, candidate_id, candidate, t))
+            # At once, so that no update starts in this window; the registry's request commits with it.
+            self.stage.hand_over(state, candidate_id, candidate, t, defer=self._writes.append)
         elif decision.promote:
             promote = partial(self.registry.promote, candidate_id, window=t, reason=decision.reason)
             self._writes.append(promote)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -22,6 +23,8 @@ from perennial.registry import Registry
 from perennial.rollout.live import Rollout, json_safe
 from perennial.tracking.base import RunLogger
 
+# Requests per slice of a replayed window whose labels are recorded at once (see RolloutStage.feed).
+FEEDBACK_SLICE = 50
 # The loop's check of a newly promoted champion (loop.rollback): watch(state, version, replaced, t).
 Watch = Callable[[LoopState, str, str, int], None]
 
@@ -74,13 +77,26 @@ class RolloutStage:
                 "rollout= setting"
             )
 
-    def hand_over(self, state: LoopState, candidate_id: str, candidate: ClassifierModule, t: int) -> None:
+    def hand_over(
+        self,
+        state: LoopState,
+        candidate_id: str,
+        candidate: ClassifierModule,
+        t: int,
+        defer: Callable[[Callable[[], object]], object] | None = None,
+    ) -> None:
         """A candidate that passed the offline gate meets live traffic: the loop's replay of the next
         windows (rollout.on=replay), or every server following the registry (rollout.on=server), which
-        the registry asks to run it. Called inside window ``t``'s transaction."""
+        the registry asks to run it. ``state`` says so at once (updates wait from this window on);
+        the registry's request is written inside window ``t``'s transaction: now, or through
+        ``defer`` (the loop's list of writes that commit with the window)."""
         if self.engine.on == "server":
             state.rollout = {"on": "server", "id": None, "candidate": candidate_id, "windows": 0}
-            self.request(state, t)
+            write = partial(self.request, state, t)
+            if defer is None:
+                write()
+            else:
+                defer(write)
         else:
             self.engine.begin(state.champion, candidate_id, self.salt(candidate_id))
             state.rollout = self.engine.state_dict()
@@ -176,6 +192,28 @@ class RolloutStage:
         state.champion = candidate_id
         return module
 
+    def feed(self, window: Window, ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+        """Serve the window's requests through the engine and record their labels, in time order and
+        in slices of ``FEEDBACK_SLICE`` requests, as a server's feedback arrives: a canary advances
+        its step, and any test decides, within the window, as on live traffic, not once a window.
+        Once it decides, the rest of the window is answered by the model the decision keeps.
+        Returns the class served for each request. An interleaving is fed the window at once (its
+        lists are seeded per window)."""
+        n = len(window)
+        size = n if self.engine.kind == "interleave" else FEEDBACK_SLICE
+        units = [f"{window.index}:{u}" for u in window.time]
+        answered = []
+        for start in range(0, n, max(size, 1)):
+            part = slice(start, start + size)
+            arms = self.engine.serve(units[part], ours[part], theirs[part])
+            answered.append(self.engine.answer(arms, ours[part], theirs[part]))
+            self.engine.feedback(arms, ours[part], theirs[part], window.y[part])  # labels after serving
+            if (decision := self.engine.decide()) != "continue":
+                rest = theirs if decision == "promote" else ours
+                answered.append(rest[start + size :].argmax(1))
+                break
+        return np.concatenate(answered) if answered else np.empty(0, dtype=np.int64)
+
     def replay(
         self,
         t: int,
@@ -201,9 +239,9 @@ class RolloutStage:
             latency[arm] = (model.predict_logits(window.x).float().numpy(), time.perf_counter() - start)
         (ours, _), (theirs, _) = latency.values()
         self.engine.timing({arm: seconds / max(len(window), 1) for arm, (_, seconds) in latency.items()})
-        arms = self.engine.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
-        answered = self.engine.answer(arms, ours, theirs)
         if not evidence:
+            arms = self.engine.serve([f"{window.index}:{u}" for u in window.time], ours, theirs)
+            answered = self.engine.answer(arms, ours, theirs)
             # Poisoned-looking labels would steer the live test as they would an update: the
             # window neither feeds it nor counts towards rollout.max_windows.
             row |= {
@@ -214,7 +252,7 @@ class RolloutStage:
                 "rollout_p_value": json_safe(self.engine.summary()).get("p_value"),
             }
             return champion
-        self.engine.feedback(arms, ours, theirs, window.y)  # labels arrive only after serving
+        answered = self.feed(window, ours, theirs)
         outcome = self.engine.end_window()
         summary = json_safe(self.engine.summary())
         row |= {

@@ -212,8 +212,18 @@ class Registry:
     and is left as it is.
     """
 
-    def __init__(self, root: str | Path, create: bool = True, *, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        create: bool = True,
+        *,
+        readonly: bool = False,
+        busy_timeout: float | None = None,
+    ) -> None:
         self.root = Path(root)
+        # Seconds a write waits for another writer's lock; less for callers that must not stall (a
+        # server answering a request), which try again later instead.
+        self.busy_timeout = _BUSY_TIMEOUT_MS / 1000 if busy_timeout is None else float(busy_timeout)
         self.index = self.root / "index.sqlite"
         self.readonly = readonly
         self.versions_dir = self.root / "versions"
@@ -270,10 +280,10 @@ class Registry:
                 f"{self.index.resolve().as_uri()}?mode=ro",
                 uri=True,
                 isolation_level=None,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
+                timeout=self.busy_timeout,
             )
         else:
-            conn = sqlite3.connect(self.index, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+            conn = sqlite3.connect(self.index, isolation_level=None, timeout=self.busy_timeout)
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -626,7 +636,7 @@ class Registry:
             if "locked" not in str(err) and "busy" not in str(err):
                 raise
         finally:
-            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._conn.execute(f"PRAGMA busy_timeout = {round(self.busy_timeout * 1000)}")
 
     # -- champion -----------------------------------------------------------------------------------
 

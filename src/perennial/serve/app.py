@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from perennial.data.window import DataError
-from perennial.registry import RegistryIndexError
+from perennial.registry import Registry, RegistryIndexError
 from perennial.registry.rollouts import RolloutRecord
 from perennial.registry.store import UnknownVersion
 from perennial.rollout.live import make_rollout
@@ -44,7 +44,10 @@ from perennial.serve.models import (
 
 TOKEN_ENV = "PERENNIAL_SERVE_TOKEN"
 BATCHING = ("auto", "on", "off")
-INLINE_ROWS = 64  # named rows beyond this are encoded in a worker thread, off the event loop
+INLINE_ROWS = 64
+# How long /feedback waits to record its label into the running rollout (the registry may be busy
+# with the loop's commit): past it the answer says "pending" and a later advance records it.
+FEEDBACK_WAIT_S = 0.5  # named rows beyond this are encoded in a worker thread, off the event loop
 MODES = ("classifier", "recommender")
 log = logging.getLogger("perennial.serve")
 
@@ -394,10 +397,18 @@ class ModelServer:
         self.swaps += 1
 
     # ---- live rollouts (the registry's: the loop's requests, or an admin's) ---------------------
-    def advance_rollout(self) -> str:
+    def advance_rollout(self, wait: float | None = FEEDBACK_WAIT_S) -> str:
         """Record the running rollout's new feedback from the log and decide (``perennial.serve.rollouts``);
-        a decision swaps what serves here at once (other replicas follow within ``poll_s``)."""
-        with self._admin:
+        a decision swaps what serves here at once (other replicas follow within ``poll_s``).
+
+        From ``/feedback`` it waits at most ``wait`` seconds for the registry (the loop or another
+        replica may be writing it) and for this server's own changes: a feedback call must not stall
+        on them. Then it answers ``"pending"``; the feedback is in the log, and the next advance (the
+        next feedback, or the follower's poll) records it. ``wait=None`` waits as long as the
+        registry's busy timeout."""
+        if not self._admin.acquire(timeout=-1 if wait is None else wait):
+            return "pending"
+        try:
             current = self.deployment
             if current.rollout_id is None:
                 return "continue"
@@ -407,10 +418,17 @@ class ModelServer:
                 self.shadow.wait(request_id)
                 return ((self.log.request(request_id) or {}).get("shadow") or {}).get(candidate)
 
-            with self.store.registry() as registry:
-                step = live.advance(registry, self.log.path, current.rollout_id, wait_shadow)
+            try:
+                with Registry(self.store.root, create=False, busy_timeout=wait) as registry:
+                    step = live.advance(registry, self.log.path, current.rollout_id, wait_shadow)
+            except sqlite3.OperationalError as err:
+                if wait is None or ("locked" not in str(err) and "busy" not in str(err)):
+                    raise
+                return "pending"
             self._after(step.record, step.engine, current)
             return step.outcome
+        finally:
+            self._admin.release()
 
     def _after(self, record: RolloutRecord, engine, current: Deployment) -> None:
         """What serves once the registry says where ``record`` stands: its engine's new routing while it
@@ -600,7 +618,6 @@ class ModelServer:
                             reason = f"the champion changed to {wanted} during the rollout"
                             writer.rollouts.decide(record.id, "stopped", current.rollout.summary(), reason)
                     else:
-                        step = None
                         with self.store.registry() as writer:
                             step = live.advance(writer, self.log.path, record.id)
                         self._after(step.record, step.engine, current)

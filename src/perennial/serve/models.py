@@ -42,7 +42,7 @@ FallbackBuilder = Callable[[Mapping[str, Any]], tuple[Builder, tuple[int, ...]]]
 # whoever can write index.sqlite chooses the config, and Hydra would call any importable callable.
 # The server builds only models; streams are built only by a fallback, for versions stored without
 # a pipeline, and only those in STREAM_TARGETS.
-_MODELS = {"MLP": "backbones", "SmallCNN": "backbones"}
+_MODELS = {"MLP": "backbones", "ResNet18": "backbones", "SmallCNN": "backbones"}
 _STREAMS = {
     "DigitsStream": "images",
     "FashionMNISTStream": "images",
@@ -148,7 +148,9 @@ def build_served(
         raise ValueError(f"the schema extra has unknown keys {unknown}; expected known_classes, n_features")
     known, n_features = schema.get("known_classes"), schema.get("n_features")
     n_features = int(n_features) if n_features is not None else None
-    factory = instantiate(dict(model))
+    # A pretrained backbone's weights file (model.weights) is where training started; the version's
+    # own weights replace it, so the server neither needs that file nor reads it.
+    factory = instantiate({k: v for k, v in dict(model).items() if k != "weights"})
     return build_classifier(factory, pipeline.feature_shape, len(pipeline.classes), known, n_features)
 
 
