@@ -1,6 +1,6 @@
 """Models and training: backbones, the LightningModule, replay buffers and the two update kinds."""
 
-from perennial.learn.backbones import MLP, SmallCNN
+from perennial.learn.backbones import MLP, ResNet18, SmallCNN
 from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer
 from perennial.learn.strategies import DER, EWC, LwF, Regularizer
@@ -16,6 +16,7 @@ __all__ = [
     "LwF",
     "Regularizer",
     "ReplayBuffer",
+    "ResNet18",
     "ReservoirBuffer",
     "SmallCNN",
     "StatefulUpdate",

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from perennial.learn.pretrained import param_groups, state_by_name
+
 
 class ClassifierModule(L.LightningModule):
     """A classifier around a backbone built from config.
@@ -97,12 +99,13 @@ class ClassifierModule(L.LightningModule):
             new.weight[: old.out_features] = old.weight
             if old.bias is not None:
                 new.bias[: old.out_features] = old.bias
+        new.requires_grad_(old.weight.requires_grad)  # a frozen head stays frozen
         prefix = f"backbone.{name}."
-        positions = [i for i, (n, _) in enumerate(self.named_parameters()) if n.startswith(prefix)]
+        names = [n for n, _ in self.named_parameters()]
         parent_name, _, attr = name.rpartition(".")
         setattr(self.backbone.get_submodule(parent_name) if parent_name else self.backbone, attr, new)
         if self.optimizer_state is not None:
-            self.optimizer_state = _grown_moments(self.optimizer_state, positions, known)
+            self.optimizer_state = _grown_moments(self.optimizer_state, names, prefix, known)
         self.known_classes = known
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -114,11 +117,34 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        """Adam over the trainable parameters (frozen ones are left out), one group per prefix of the
+        backbone's ``lrs`` and one for the rest at ``lr``. A parent's state is restored by parameter
+        name, so it lands in the right group even if the groups or the frozen set changed since: a
+        parameter the parent did not train (or of another shape) starts fresh, one now frozen is dropped."""
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError(f"every parameter of {type(self.backbone).__name__} is frozen: nothing to train")
+        lrs = getattr(self.backbone, "lrs", None) or {}
+        groups = param_groups(named, self.backbone, lrs, self.lr)
+        every = [n for n, _ in self.named_parameters()]
+        names = [g["param_names"] for g in groups]
+        if names == [every]:
+            # One group over every parameter, in order: names are implied by position, so the saved
+            # state stays the plain tensors-and-numbers dict it was before groups existed.
+            del groups[0]["param_names"]
+        optimizer = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
         if self.optimizer_state is not None:
-            optimizer.load_state_dict(self.optimizer_state)
-            for group in optimizer.param_groups:  # the update's settings win over the parent's
-                group["lr"], group["weight_decay"] = self.lr, self.weight_decay
+            saved = state_by_name(self.optimizer_state, every)
+            shapes = {n: p.shape for n, p in named}
+            current = optimizer.state_dict()
+            state = {}
+            for group, group_names in zip(current["param_groups"], names, strict=True):
+                for index, name in zip(group["params"], group_names, strict=True):
+                    moments = saved.get(name)
+                    if moments is not None and _fits(moments, shapes[name]):
+                        state[index] = moments
+            # The groups' settings are this update's; only the per-parameter moments come from the parent.
+            optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
         return optimizer
 
     @torch.no_grad()
@@ -165,18 +191,28 @@ def build_classifier(
     return ClassifierModule(backbone, n_classes, known_classes, n_features)
 
 
-def _grown_moments(optimizer_state: dict, positions: list[int], rows: int) -> dict:
-    """An Adam state dict whose tensors for the parameters at ``positions`` (the head's weight and
-    bias) are padded with zero rows to ``rows`` rows."""
+def _grown_moments(optimizer_state: dict, names: list[str], prefix: str, rows: int) -> dict:
+    """An Adam state dict whose tensors for the parameters under ``prefix`` (the head's weight and
+    bias) are padded with zero rows to ``rows`` rows. ``names`` are the module's parameter names, for
+    states saved before groups carried them."""
+    by_index = {
+        int(index): (group["param_names"][i] if "param_names" in group else names[int(index)])
+        for group in optimizer_state["param_groups"]
+        for i, index in enumerate(group["params"])
+    }
     state = {}
     for key, moments in optimizer_state["state"].items():
-        if int(key) in positions:
+        if by_index.get(int(key), "").startswith(prefix):
             moments = {
                 name: _pad_rows(value, rows) if torch.is_tensor(value) and value.dim() else value
                 for name, value in moments.items()
             }
         state[key] = moments
     return {**optimizer_state, "state": state}
+
+
+def _fits(moments: dict, shape: torch.Size) -> bool:
+    return all(v.shape == shape for v in moments.values() if torch.is_tensor(v) and v.dim())
 
 
 def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:

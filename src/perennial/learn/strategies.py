@@ -52,6 +52,8 @@ class EWC(Regularizer):
     Penalty ``lam * sum_i F_i (theta_i - theta*_i)^2`` with ``theta*`` the parent's weights and ``F``
     the parent's Fisher information. After training, a version's Fisher is ``decay * F_parent +
     F_new``, with ``F_new`` the mean squared minibatch gradient of the loss on its training data.
+    Only trainable parameters are anchored and have a Fisher: a frozen one cannot move, and a parent's
+    Fisher for a parameter frozen since is dropped.
 
     >>> m = ClassifierModule(torch.nn.Linear(1, 2, bias=False), 2)
     >>> ewc = EWC(lam=2.0)
@@ -74,14 +76,14 @@ class EWC(Regularizer):
         self.fisher: dict[str, torch.Tensor] = {}
 
     def begin(self, module: ClassifierModule, state: Mapping | None) -> None:
-        self.anchor = {n: p.detach().clone() for n, p in module.named_parameters()}
+        self.anchor = {n: p.detach().clone() for n, p in _trainable(module)}
         self.fisher = _fitted(state["fisher"], module) if state and "fisher" in state else {}
 
     def penalty(self, module, batch, logits):
         if not self.fisher:
             return 0.0
         total = 0.0
-        for n, p in module.named_parameters():
+        for n, p in _trainable(module):
             if n in self.fisher:
                 f, a = self.fisher[n].to(p.device), self.anchor[n].to(p.device)
                 total = total + (f * (p - a).pow(2)).sum()
@@ -90,12 +92,12 @@ class EWC(Regularizer):
     def end(self, module, data, state):
         was_training = module.training
         module.eval()
-        fisher = {n: torch.zeros_like(p, device="cpu") for n, p in module.named_parameters()}
+        fisher = {n: torch.zeros_like(p, device="cpu") for n, p in _trainable(module)}
         batches = 0
         for batch in BatchLoader({"x": data["x"], "y": data["y"]}, self.batch_size, seed=0):
             module.zero_grad()
             F.cross_entropy(module(batch["x"]), batch["y"]).backward()
-            for n, p in module.named_parameters():
+            for n, p in _trainable(module):
                 if p.grad is not None:
                     fisher[n] += p.grad.detach().cpu().pow(2)
             batches += 1
@@ -107,12 +109,19 @@ class EWC(Regularizer):
         }
 
 
+def _trainable(module: ClassifierModule):
+    """The parameters training may move: those a backbone froze (``model.freeze``) are left out."""
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
 def _fitted(fisher: Mapping[str, torch.Tensor], module: ClassifierModule) -> dict[str, torch.Tensor]:
-    """The parent's Fisher, with zero rows where the module's head has grown since: nothing anchors
-    the weights of classes the parent never knew."""
-    shapes = {n: p.shape for n, p in module.named_parameters()}
+    """The parent's Fisher for the module's trainable parameters, with zero rows where the module's
+    head has grown since: nothing anchors the weights of classes the parent never knew."""
+    shapes = {n: p.shape for n, p in _trainable(module)}
     out = {}
     for name, f in fisher.items():
+        if name not in shapes:  # frozen since the parent was trained
+            continue
         if name in shapes and f.shape != shapes[name]:
             f = torch.cat([f, f.new_zeros((shapes[name][0] - len(f), *f.shape[1:]))])
         out[name] = f
@@ -178,7 +187,8 @@ class DER(Regularizer):
     The buffer keeps each example's logits; the penalty is ``alpha`` times the mean squared error
     between the current and stored logits of the replayed examples in the batch. Their labels are
     learned through the ordinary loss, as every replayed example's are (DER++'s beta term at 1).
-    Needs a replay buffer (``strategy=derpp`` sets one).
+    Needs a replay buffer (``strategy=derpp`` sets one). The penalty reaches parameters only through
+    their gradients, so frozen ones never move.
     """
 
     name = "der"
