@@ -68,6 +68,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_loop_overhead.py --write
 	$(PY) scripts/bench_partitions.py --write
 	$(PY) scripts/bench_nightly.py --write
+	$(PY) scripts/bench_closed_loop.py --write
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
