@@ -17,37 +17,15 @@ from perennial.registry import Registry, RegistryIndexError, VersionRecord
 from perennial.serve import ServeSettings, create_app
 from perennial.serve.app import ModelServer, ServeError
 from perennial.serve.models import UnservableVersion
+from tests.closed_loop_helpers import CONFIG, make_registry
 
 from .stored import pipeline_extra
-
-CONFIG = {
-    "data": {
-        "_target_": "perennial.data.SyntheticStream",
-        "kind": "none",
-        "n_samples": 400,
-        "window": 100,
-        "n_features": 6,
-        "seed": 0,
-    },
-    "model": {"_target_": "perennial.learn.MLP", "_partial_": True, "hidden": [8]},
-}
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """v1 (champion), v2 and v3: untrained but sound models of one architecture."""
-    stream, build = stream_and_builder(OmegaConf.create(CONFIG))
-    root = tmp_path / "registry"
-    with Registry(root) as reg:
-        for seed in range(3):
-            torch.manual_seed(seed)
-            reg.add(
-                VersionRecord(reg.next_id("stateless", None), None, "stateless", config=CONFIG),
-                build().state_dict(),
-                pipeline_extra(stream),
-            )
-        reg.promote("v1", reason="test")
-    return root
+    return make_registry(tmp_path / "registry")
 
 
 @pytest.fixture
