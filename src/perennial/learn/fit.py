@@ -177,7 +177,10 @@ def _train(
             loss = model.training_step(fabric.to_device(batch), step)
             fabric.backward(loss)
             optimizer.step()
+            # Lightning's hooks, no-ops for perennial's own module; a user's module steps its LR scheduler.
+            module.on_train_batch_end(loss, batch, step)
             step += 1
+        module.on_train_epoch_end()
     seconds = time.perf_counter() - start
     # Setup ties the module to this Fabric and its optimizer; untie it so the trained module copies,
     # pickles and trains again later like any other.
@@ -188,6 +191,12 @@ def _train(
     # A worker's tensors would reach the parent as shared-memory handles that close when the worker
     # exits, so they travel as numpy arrays, copied by value.
     weights = _map_tree(module.state_dict(), lambda t: t.detach().cpu().numpy())
+    # Tear the process group down here, every rank together: left to the worker's exit, gloo's threads
+    # race the interpreter's teardown and a worker now and then aborts ("terminate called without an
+    # active exception"), failing a fit that had finished.
+    fabric.barrier()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return _Trained(
         seconds, loader.samples_per_epoch() * epochs, _map_tree(optimizer_state, torch.Tensor.numpy), weights
     )
