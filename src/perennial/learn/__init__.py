@@ -5,6 +5,7 @@ from perennial.learn.module import ClassifierModule
 from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer
 from perennial.learn.strategies import DER, EWC, LwF, Regularizer
 from perennial.learn.updater import HybridUpdate, StatefulUpdate, StatelessUpdate, TrainedCandidate, Update
+from perennial.learn.user_module import UserModule
 
 __all__ = [
     "DER",
@@ -23,4 +24,5 @@ __all__ = [
     "StatelessUpdate",
     "TrainedCandidate",
     "Update",
+    "UserModule",
 ]
