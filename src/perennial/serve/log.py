@@ -301,21 +301,6 @@ class RequestLog:
             (request_id, json.dumps(list(labels)), time.time()),
         )
 
-    def start_rollout(self, kind: str, champion: str, candidate: str, settings: dict) -> int:
-        """Record a rollout's start; returns its id, which every request served under it carries."""
-        self._submit_sync(
-            "INSERT INTO rollouts (kind, champion, candidate, settings, started_at) VALUES (?, ?, ?, ?, ?)",
-            (kind, champion, candidate, json.dumps(settings), time.time()),
-        )
-        with self._reader_lock:
-            return int(self._reader.execute("SELECT max(id) FROM rollouts").fetchone()[0])
-
-    def end_rollout(self, rollout: int, outcome: str) -> None:
-        self._submit_sync(
-            "UPDATE rollouts SET ended_at = ?, outcome = ? WHERE id = ? AND ended_at IS NULL",
-            (time.time(), outcome, rollout),
-        )
-
     # ---- reads ------------------------------------------------------------------------------------
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged request with its shadow predictions ({version: predictions}), or None."""
