@@ -24,7 +24,7 @@ from bench_update import command, load_average, machine, replace_section
 from perennial.data import SyntheticStream
 from perennial.evaluate import PromotionGate
 from perennial.learn import MLP, ReservoirBuffer, StatefulUpdate
-from perennial.learn.module import build_classifier
+from perennial.learn.module import build_model
 from perennial.loop import CHECKPOINT_KEY, ContinuousDeployment, LoopSettings
 from perennial.registry import Registry
 from perennial.triggers import EveryWindow
@@ -44,7 +44,7 @@ def build_loop(root: Path, windows: int) -> ContinuousDeployment:
     return ContinuousDeployment(
         stream=stream,
         build=partial(
-            build_classifier, partial(MLP, hidden=(16,)), tuple(stream.feature_shape), stream.n_classes
+            build_model, partial(MLP, hidden=(16,)), tuple(stream.feature_shape), stream.n_classes
         ),
         update=StatefulUpdate(epochs=1, replay_fraction=0.5),
         trigger=EveryWindow(),

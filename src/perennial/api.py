@@ -25,7 +25,7 @@ from torch import nn
 from perennial.data.window import Stream
 from perennial.evaluate.gate import PromotionGate
 from perennial.evaluate.screening import WindowScreen
-from perennial.learn.module import ClassifierModule, build_classifier
+from perennial.learn.module import ClassifierModule, build_model
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import Update
@@ -135,7 +135,9 @@ def model_builder(stream: Stream, backbone: BackboneFactory | None = None) -> Ca
 def build_for(backbone_factory: BackboneFactory, stream: Stream, **schema: int) -> ClassifierModule:
     """A fresh model for ``stream``'s schema as it stands when the model is built: a growing source
     knows its width and classes from its first window, and a resumed run from its saved state."""
-    return build_classifier(backbone_factory, tuple(stream.feature_shape), stream.n_classes, **schema)
+    return build_model(
+        backbone_factory, tuple(stream.feature_shape), stream.n_classes, task=stream.task, **schema
+    )
 
 
 def _default_backbone() -> BackboneFactory:

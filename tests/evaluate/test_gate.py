@@ -162,7 +162,7 @@ def test_no_past_data_means_no_forgetting_check(past):
 @pytest.mark.parametrize(
     ("kwargs", "names"),
     [
-        ({"test": "t"}, ["'t'", "score", "bootstrap"]),
+        ({"test": "wilcoxon"}, ["'wilcoxon'", "score", "t", "bootstrap"]),
         ({"test": "mcnemar"}, ["'mcnemar'", "gate.test=score", "non-inferiority"]),
         ({"tolerance": -0.1}, ["tolerance", "-0.1"]),
         ({"tolerance": 2}, ["tolerance", "2"]),

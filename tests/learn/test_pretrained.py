@@ -15,7 +15,7 @@ from perennial import LoopSettings, StatefulUpdate, deploy
 from perennial.data.window import Stream, Window
 from perennial.learn import DER, EWC, MLP, ClassifierModule, ResNet18, SmallCNN
 from perennial.learn.fit import fit
-from perennial.learn.module import build_classifier
+from perennial.learn.module import build_model
 from perennial.serve.models import ModelStore
 
 SHAPE = (3, 16, 16)
@@ -85,8 +85,8 @@ def weights_file(tmp_path):
 def test_weights_load_into_every_tensor_but_the_head(weights_file):
     source, path = weights_file
     x = torch.from_numpy(data(8)["x"])
-    loaded = build_classifier(resnet(weights=str(path)), SHAPE, 3)
-    fresh = build_classifier(resnet(), SHAPE, 3)
+    loaded = build_model(resnet(weights=str(path)), SHAPE, 3)
+    fresh = build_model(resnet(), SHAPE, 3)
     original = ClassifierModule(source, 5)
     assert torch.allclose(loaded.embed(x), original.embed(x), atol=1e-5)  # the same features
     assert not torch.allclose(fresh.embed(x), original.embed(x), atol=1e-3)
@@ -95,7 +95,7 @@ def test_weights_load_into_every_tensor_but_the_head(weights_file):
 
 
 def test_a_perennial_weights_file_loads_too_and_small_backbones_take_weights(tmp_path):
-    mlp = build_classifier(partial(MLP, hidden=(16,)), (8,), 4)
+    mlp = build_model(partial(MLP, hidden=(16,)), (8,), 4)
     save_file(dict(mlp.state_dict()), tmp_path / "mlp.safetensors")  # keys "backbone.net.1.weight", ...
     loaded = MLP((8,), 2, hidden=(16,), weights=str(tmp_path / "mlp.safetensors"))
     assert torch.equal(loaded.net[1].weight, mlp.backbone.net[1].weight)
@@ -146,7 +146,7 @@ def test_unknown_freeze_and_lrs_entries_are_named_with_the_prefixes_there_are():
 
 
 def test_frozen_parameters_stay_put_and_groups_get_their_learning_rates():
-    module = build_classifier(resnet(freeze=FROZEN, lrs={"head": 1e-2, "layer4": 1e-4}), SHAPE, 3)
+    module = build_model(resnet(freeze=FROZEN, lrs={"head": 1e-2, "layer4": 1e-4}), SHAPE, 3)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     stats = module.backbone.bn1.running_mean.clone()
     result = fit(module, data(), epochs=1, batch_size=16, seed=0)
@@ -164,7 +164,7 @@ def test_frozen_parameters_stay_put_and_groups_get_their_learning_rates():
 
 
 def test_a_stateful_update_continues_each_groups_optimizer_state():
-    module = build_classifier(resnet(freeze=FROZEN, lrs={"head": 1e-2}), SHAPE, 3, known_classes=2)
+    module = build_model(resnet(freeze=FROZEN, lrs={"head": 1e-2}), SHAPE, 3, known_classes=2)
     old = {k: v[data()["y"] < 2] for k, v in data().items()}  # the first version meets two classes
     first = fit(module, old, epochs=1, batch_size=16, seed=0)
     assert {float(s["step"]) for s in first.optimizer_state["state"].values()} == {3.0}
@@ -177,7 +177,7 @@ def test_a_stateful_update_continues_each_groups_optimizer_state():
 
     # The next version freezes layer2 as well and moves layer4 to a group of its own: no crash; layer2's
     # state is dropped, layer4's continues in its new group, and nothing of the frozen layers moves.
-    later = build_classifier(resnet(freeze=[*FROZEN, "layer2"], lrs={"layer4": 1e-4}), SHAPE, 3)
+    later = build_model(resnet(freeze=[*FROZEN, "layer2"], lrs={"layer4": 1e-4}), SHAPE, 3)
     later.load_state_dict(module.state_dict())
     later.optimizer_state = second.optimizer_state
     third = fit(later, data(seed=2), epochs=1, batch_size=16, seed=2)
@@ -192,7 +192,7 @@ def test_a_stateful_update_continues_each_groups_optimizer_state():
 
 def small_frozen() -> ClassifierModule:
     torch.manual_seed(0)
-    return build_classifier(partial(MLP, hidden=(16,), freeze=["net.1"]), SHAPE, 3)
+    return build_model(partial(MLP, hidden=(16,), freeze=["net.1"]), SHAPE, 3)
 
 
 def test_ewc_anchors_and_weighs_only_trainable_parameters():

@@ -86,8 +86,9 @@ def test_der_matches_stored_logits_of_replayed_rows_only():
         "replayed": torch.tensor([False, True, True]),
     }
     # rows 1 and 2: squared errors (1 + 4) and (1 + 1), mean over 4 values = 7/4
-    assert float(der.penalty(None, batch, logits)) == pytest.approx(0.5 * 7 / 4)
-    assert der.penalty(None, {"x": torch.ones(1)}, logits) == 0.0
+    module = ClassifierModule(torch.nn.Linear(2, 2), 2)
+    assert float(der.penalty(module, batch, logits)) == pytest.approx(0.5 * 7 / 4)
+    assert der.penalty(module, {"x": torch.ones(1)}, logits) == 0.0
 
 
 def test_a_stateful_update_starts_ewc_from_the_champion_and_hands_on_its_fisher():

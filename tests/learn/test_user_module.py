@@ -244,3 +244,25 @@ def test_a_loop_trains_and_promotes_versions_of_a_users_module(tmp_path):
     assert state["champion"] not in (None, "v1")
     assert "momentum_buffer" in loop.registry.load_extra(state["champion"], "optimizer")["state"][0]
     assert sum(m.user.loss_calls for m in built) > 0
+
+
+def test_deploy_takes_a_users_lightning_module_as_its_model(tmp_path):
+    import perennial as pn
+
+    from ..regression_helpers import DriftingRegression
+
+    stream = pn.SyntheticStream(n_samples=1500, window=300, n_features=D, kind="none")
+
+    def mine(in_shape, n_classes):  # the user's module, as a model factory
+        return Smoothed(n_classes)
+
+    parts = {
+        "update": pn.StatefulUpdate(epochs=1),
+        "settings": pn.LoopSettings(warmup_windows=1, initial_epochs=2),
+    }
+    loop = pn.deploy(stream, mine, run_dir=tmp_path / "run", **parts)
+    result = loop.run()
+    assert isinstance(loop.load(result.champion), UserModule)
+    assert len(result.rows) == 4
+    with pytest.raises(ValueError, match="Smoothed: a user's LightningModule is trained as a classifier"):
+        pn.deploy(DriftingRegression(n_windows=3), mine, run_dir=tmp_path / "regression", **parts).run()

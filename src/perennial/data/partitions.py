@@ -38,7 +38,7 @@ from perennial.data.table import (
     parse_window,
     sorted_values,
 )
-from perennial.data.window import DataError, DataIssue, Stream, Window
+from perennial.data.window import DataError, DataIssue, Stream, Window, has_label
 
 FORMAT = "perennial.partitioned-table/2"
 # The state before files were numbered: still read, so that a run checkpointed then resumes.
@@ -52,7 +52,7 @@ GLOB_CHARACTERS = set("*?[")
 KEEP_BYTES = 64 * 2**20
 SCAN_BATCH_ROWS = 1 << 16
 OUTSIDE = "outside"  # late rows in periods that passed without a window (empty) or before the first
-UNLABELLED = -1  # the class id of a row whose label has not landed
+UNLABELLED = -1  # the class id of a row whose label has not landed; NaN for a regression target
 ROWS_NAMED = 10  # rows an issue lists by number; it counts the rest
 INTEGER = re.compile(r"-?[0-9]{1,18}")
 
@@ -358,7 +358,7 @@ class _Read:
 @dataclass
 class _Labels:
     """The rows of one label file: each row's key (text, None if missing), class id (-1 when the row
-    has no usable label) and, for those, why not."""
+    has no usable label; for a regression target its value, NaN when unusable) and, for those, why not."""
 
     keys: np.ndarray
     y: np.ndarray
@@ -369,8 +369,8 @@ class _Labels:
         return len(self.y)
 
 
-# A label waiting for its window: the label file, the row, the class id.
-Waiting = dict[str, tuple[str, int, int]]
+# A label waiting for its window: the label file, the row, the class id (or regression value).
+Waiting = dict[str, tuple[str, int, int | float]]
 
 
 @dataclass
@@ -393,12 +393,17 @@ class PartitionedTable(Stream):
     ``date`` to a file that lacks it, when that column is the time, the target or a declared feature.
     Names starting with ``.`` or ``_`` are ignored (write a partition under such a name, then rename).
 
+    ``task="regression"``: the target holds numbers, ``y`` float32 values, ``classes`` is empty (and
+    declaring some an error); a target that is not a number is a DataError naming file, row and value,
+    and a missing or infinite one sets its row aside. Below, "class id -1" reads "NaN" for it.
+
     Labels that land apart from the inputs (``labels``: a directory, glob or file of CSV/Parquet label
     files with the columns ``key`` and ``target``; ``key`` is also a column of the partitions, naming
-    one row): the partitions have no target, ``classes`` must be declared, and every row of a polled
-    window has class id -1. :meth:`land_labels` (the loop calls it when a window's labels are due)
-    reads the label files that landed since, gives the window the labels of its rows' keys (-1 where
-    none landed) and records which label files (and how many of their rows) gave them, with a digest:
+    one row): the partitions have no target, ``classes`` must be declared (unless ``task`` is
+    regression), and every row of a polled window has class id -1. :meth:`land_labels` (the loop calls
+    it when a window's labels are due) reads the label files that landed since, gives the window the
+    labels of its rows' keys (-1 where none landed) and records which label files (and how many of
+    their rows) gave them, with a digest:
     :meth:`window_at` reads exactly that window again from then on, in a new process too. A label
     whose key is in no window labelled so far waits for its window (it may be in one not complete yet;
     ``input_report`` counts ``labels_waiting``, never as an error: a key may belong to a window to
@@ -447,6 +452,7 @@ class PartitionedTable(Stream):
     allowed_lateness: str = "0s"
     labels: str | Path | None = None  # label files apart from the partitions (None: the target column)
     key: str | None = None  # with labels: the column of both that names a row
+    task: str = "classification"  # or "regression"; overrides Stream.task so the user may set it
     growing: ClassVar[bool] = True  # too few windows today means "wait for more", not an error
     feature_names: list[str] = field(init=False, default_factory=list)
     encoding: TableEncoding | None = field(init=False, repr=False, default=None)
@@ -474,12 +480,11 @@ class PartitionedTable(Stream):
             raise ValueError(
                 f"allowed_lateness must be a duration >= 0 like '0s' or '6h'; got {self.allowed_lateness!r}"
             )
-        if self.classes is not None and len(self.classes) == 0:
-            raise ValueError("classes, when given, must list at least one class")
+        self._checks = TableChecks.of(self)
+        self._checks.check_classes(self.classes)
         self._declared_classes = list(self.classes) if self.classes is not None else None
         self._apart = self.labels is not None
         self._check_label_options()
-        self._checks = TableChecks.of(self)
         self._root, self._pattern = _root_and_pattern(self.path)
         self._label_root, self._label_pattern = (
             _label_root_and_pattern(self.labels) if self.labels is not None else (None, None)
@@ -503,7 +508,7 @@ class PartitionedTable(Stream):
                 f"labels={str(self.labels)!r}: give key, the column of both the partitions and the label "
                 f"files that names a row"
             )
-        if self._declared_classes is None:
+        if self._declared_classes is None and not self._checks.regression:
             raise ValueError(
                 f"labels={str(self.labels)!r} land after the rows they label, so the first window cannot "
                 f"define the class ids: declare classes (e.g. classes=[0, 1])"
@@ -548,7 +553,7 @@ class PartitionedTable(Stream):
         window, keys, _ = self._labelled(ledger, index)
         record = ledger.windows[index]
         unkeyed = self._unkeyed(ledger, index, keys)
-        y = np.full(len(window), UNLABELLED, np.int64)
+        y = self._unlabelled(len(window))
         sources = np.full(len(window), None, object)  # the label file that labelled each row
         used: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
@@ -562,7 +567,7 @@ class PartitionedTable(Stream):
             label_file, taken = ledger.label_files[name], set(rows)
             label_file.waiting = [r for r in label_file.waiting if r not in taken]
         record.labels = {name: ledger.label_files[name].rows for name in sorted(used)}
-        record.labelled, record.labels_digest = int((y >= 0).sum()), _digest_labels(y)
+        record.labelled, record.labels_digest = int(has_label(y).sum()), _digest_labels(y)
         record.unkeyed = sorted(unkeyed)
         if len(keys):
             ordered = sorted(keys, key=_key_order)
@@ -592,6 +597,12 @@ class PartitionedTable(Stream):
 
     def load_state_dict(self, state: dict) -> None:
         ledger = Ledger.from_dict(copy.deepcopy(state))
+        saved = (ledger.fit or {}).get("task", "classification")  # states from before tasks classify
+        if ledger.fit is not None and saved != self.task:
+            raise ValueError(
+                f"data.task={self.task!r}, but the state of {self._root} was saved with task {saved!r}: "
+                f"a source cannot change its task mid-stream; keep data.task={saved!r}, or start a new run"
+            )
         self.quarantine, self._row_issues = pd.DataFrame(), []  # rows of this process only
         self._waiting, self._landed_keys = None, {}
         self._commit(ledger, _Pending())
@@ -652,6 +663,12 @@ class PartitionedTable(Stream):
         """The fitted encoding as plain JSON; None until the first window is complete."""
         return self.encoding.to_dict() if self.encoding is not None else None
 
+    def _unlabelled(self, n_rows: int) -> np.ndarray:
+        """The ``y`` of rows whose label has not landed: class id -1, or NaN for a regression target."""
+        if self._checks.regression:
+            return np.full(n_rows, np.nan, np.float32)
+        return np.full(n_rows, UNLABELLED, np.int64)
+
     def _check_polled(self, index: int) -> None:
         if not 0 <= index < self.polled:
             raise IndexError(f"window {index} has not been polled yet ({self.polled} so far)")
@@ -689,7 +706,7 @@ class PartitionedTable(Stream):
             self.feature_shape = (self.encoding.width,)
         else:
             self.encoding, self.feature_names, self.feature_shape = None, [], ()
-            self.classes = self._declared_classes
+            self.classes = [] if self._checks.regression else self._declared_classes
         frames = [q for q in (self.quarantine, *pending.quarantine) if len(q)]
         self.quarantine = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         self._row_issues += pending.issues
@@ -835,6 +852,10 @@ class PartitionedTable(Stream):
         if self._apart:
             classes = list(self._declared_classes or [])
             bad_checks = self._row_checks(read.frame, np.zeros(len(read.frame), bool), numeric, numeric_cols)
+        elif checks.regression:
+            classes = []
+            targets, missing_target = checks.targets(read.frame[self.target], origin)
+            bad_checks = self._row_checks(read.frame, missing_target, numeric, numeric_cols, targets)
         else:
             labels, missing_target = checks.labels(read.frame[self.target], origin)
             classes = self._declared_classes or sorted_values(labels[~missing_target])
@@ -845,16 +866,26 @@ class PartitionedTable(Stream):
         keep = np.flatnonzero(~bad)
         rows = read.frame.iloc[keep].reset_index(drop=True)
         encoding = checks.fit_encoding(rows, numeric[keep], numeric_cols, text_cols, np.zeros(len(keep), int))
-        ledger.fit = {"encoding": encoding.to_dict(), "classes": classes, "features": features}
+        ledger.fit = {
+            "encoding": encoding.to_dict(),
+            "classes": classes,
+            "features": features,
+            "task": self.task,
+        }
 
     def _row_checks(
-        self, frame: pd.DataFrame, missing_target: np.ndarray, numeric: np.ndarray, numeric_cols: list[str]
+        self,
+        frame: pd.DataFrame,
+        missing_target: np.ndarray,
+        numeric: np.ndarray,
+        numeric_cols: list[str],
+        targets: np.ndarray | None = None,
     ) -> list[tuple[np.ndarray, Any, str | None]]:
-        """The checks of every row (TableChecks'), and with ``labels`` a key: a row without one could
-        never be labelled."""
+        """The checks of every row (TableChecks', ``targets`` a regression target's values), and with
+        ``labels`` a key: a row without one could never be labelled."""
         none = np.zeros(len(frame), bool)
         checks: list[tuple[np.ndarray, Any, str | None]] = list(
-            self._checks.row_checks(none, missing_target, np.isfinite(numeric), numeric_cols)
+            self._checks.row_checks(none, missing_target, np.isfinite(numeric), numeric_cols, targets)
         )
         if self._apart:
             checks.append((frame[self.key].isna().to_numpy(), "missing key", self.key))
@@ -968,7 +999,7 @@ class PartitionedTable(Stream):
         window, or are late when their window's labels landed without them. A key labelled twice (a
         label waiting or given already, in this file or another) is a DataError naming both."""
         record, path = ledger.label_files[name], self._label_root / name
-        bad = first + np.flatnonzero(read.y[first:] < 0)
+        bad = first + np.flatnonzero(~has_label(read.y[first:]))
         if len(bad):
             record.bad += len(bad)
             named = ", ".join(f"row {r} ({read.reasons[r]})" for r in bad[:ROWS_NAMED])
@@ -979,7 +1010,7 @@ class PartitionedTable(Stream):
                 name,
                 f"{name}: {len(bad)} rows label nothing: {named}{more}; the rows they name stay unlabelled",
             )
-        rows = first + np.flatnonzero(read.y[first:] >= 0)
+        rows = first + np.flatnonzero(has_label(read.y[first:]))
         keys = read.keys[rows]
         landed = self._landed(ledger, list(keys))
         late: dict[str, int] = {}
@@ -993,7 +1024,7 @@ class PartitionedTable(Stream):
             elif key in waiting:
                 earlier = f"{self._label_root / waiting[key][0]} row {waiting[key][1]}"
             else:
-                waiting[key] = (name, row, int(read.y[row]))
+                waiting[key] = (name, row, read.y[row].item())
                 record.waiting.append(row)
                 continue
             raise DataError(
@@ -1022,7 +1053,7 @@ class PartitionedTable(Stream):
             read = self._read_labels(name)
             for row in record.waiting:
                 key = read.keys[row]
-                if read.y[row] < 0:
+                if not has_label(read.y[row]):
                     continue  # edited since into a bad label: it waits for nothing now
                 if key in waiting:
                     raise DataError(
@@ -1030,7 +1061,7 @@ class PartitionedTable(Stream):
                         f"{self._label_root / waiting[key][0]} row {waiting[key][1]}: a key names one row "
                         f"and takes one label; remove one of them"
                     )
-                waiting[key] = (name, row, int(read.y[row]))
+                waiting[key] = (name, row, read.y[row].item())
         return waiting
 
     def _landed(self, ledger: Ledger, keys: list[str]) -> dict[str, tuple[int, str | None]]:
@@ -1083,7 +1114,8 @@ class PartitionedTable(Stream):
         return set(rows.tolist())
 
     def _read_labels(self, name: str) -> _Labels:
-        """One label file's rows: keys as text, class ids (-1 and a reason where unusable)."""
+        """One label file's rows: keys as text, class ids (-1 and a reason where unusable; for a
+        regression target its values, NaN where unusable)."""
         assert self._label_root is not None
         path = self._label_root / name
         columns = _header(path)
@@ -1095,16 +1127,22 @@ class PartitionedTable(Stream):
         table = _read_file(path, [self.key, self.target], text=[self.key])
         keys = _key_text(table.column(self.key))
         origin = RowOrigin.of_file(path, table.num_rows)
-        labels, missing = self._checks.labels(table.column(self.target).to_pandas(), origin)
-        classes = list(self._declared_classes or [])
-        y, outside = self._checks.class_ids(labels, missing, classes, origin, unknown="quarantine")
-        reasons = np.full(len(y), "", dtype=object)
-        reasons[outside] = _unknown_reasons(labels, outside, classes)[outside]
+        raw = table.column(self.target).to_pandas()
+        if self._checks.regression:
+            y, missing = self._checks.targets(raw, origin)
+            reasons = np.where(~missing & ~np.isfinite(y), "infinite label", "").astype(object)
+        else:
+            labels, missing = self._checks.labels(raw, origin)
+            classes = list(self._declared_classes or [])
+            y, outside = self._checks.class_ids(labels, missing, classes, origin, unknown="quarantine")
+            reasons = np.full(len(y), "", dtype=object)
+            reasons[outside] = _unknown_reasons(labels, outside, classes)[outside]
         reasons[missing] = "no label"
         no_key = np.array([k is None for k in keys], bool)
         reasons[no_key] = "no key"
-        y[(reasons != "")] = UNLABELLED
-        return _Labels(keys, y.astype(np.int64), reasons)
+        y = y.astype(np.float32 if self._checks.regression else np.int64)
+        y[(reasons != "")] = np.nan if self._checks.regression else UNLABELLED
+        return _Labels(keys, y, reasons)
 
     # -- reading a window ---------------------------------------------------------------------------
 
@@ -1118,7 +1156,7 @@ class PartitionedTable(Stream):
         if record.labels is None:
             return window, keys if keys is not None else np.empty(0, object), sources
         assert keys is not None and self._label_root is not None
-        y = np.full(len(window), UNLABELLED, np.int64)
+        y = self._unlabelled(len(window))
         unkeyed = np.zeros(len(window), bool)
         unkeyed[record.unkeyed] = True
         position = pd.Index(keys[~unkeyed])  # unique: rows sharing a key are unkeyed
@@ -1136,7 +1174,7 @@ class PartitionedTable(Stream):
                     f"{path}: the labels of window {index} were read from the first {n_rows} rows of this "
                     f"label file, which has {read.rows} now; restore it to read the window again"
                 )
-            usable = np.flatnonzero(read.y[:n_rows] >= 0)
+            usable = np.flatnonzero(has_label(read.y[:n_rows]))
             at = position.get_indexer(read.keys[usable])
             hit = at >= 0
             y[rows_of[at[hit]]] = read.y[usable[hit]]
@@ -1211,8 +1249,11 @@ class PartitionedTable(Stream):
         numeric_cols = [c.name for c in encoding.columns if isinstance(c, NumericColumn)]
         numeric = checks.numeric_values(frame, numeric_cols, origin)
         if self._apart:
-            y = np.full(len(frame), UNLABELLED, np.int64)
+            y = self._unlabelled(len(frame))
             bad_checks = self._row_checks(frame, np.zeros(len(frame), bool), numeric, numeric_cols)
+        elif checks.regression:
+            y, missing_target = checks.targets(frame[self.target], origin)
+            bad_checks = self._row_checks(frame, missing_target, numeric, numeric_cols, y)
         else:
             labels, missing_target = checks.labels(frame[self.target], origin)
             y, unknown = checks.class_ids(labels, missing_target, classes, origin, unknown="quarantine")
@@ -1638,7 +1679,8 @@ def _digest(window: Window) -> str:
 
 def _digest_labels(y: np.ndarray) -> str:
     """A fingerprint of the labels a window was given, to tell a re-read from a changed label file."""
-    return hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()
+    kind = np.float32 if y.dtype.kind == "f" else np.int64  # class ids as they always were hashed
+    return hashlib.sha256(np.ascontiguousarray(y, kind).tobytes()).hexdigest()
 
 
 def _frame(tables: list[pa.Table], columns: list[str]) -> pd.DataFrame:

@@ -32,6 +32,9 @@ from perennial.data.window import DataError
 
 FORMAT = "perennial.input-pipeline/1"
 _KEYS = ("format", "feature_shape", "classes", "feature_names", "encoding")
+# Optional keys: a pipeline stored before they existed reads as their default.
+_OPTIONAL = {"task": "classification"}
+TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,20 @@ class InputPipeline:
     """A version's inputs and outputs: the shape of one input (``feature_shape``), its feature names
     (or None), the class names in class-id order (``classes``: JSON scalars), and the fitted table
     encoding of raw rows (``encoding``; None for streams whose inputs are already numeric arrays,
-    such as images or the weather stream's columns)."""
+    such as images or the weather stream's columns), and the ``task``: ``classification`` (the
+    model answers classes) or ``regression`` (it answers a value; ``classes`` is empty)."""
 
     feature_shape: tuple[int, ...]
     classes: tuple = ()
     feature_names: tuple[str, ...] | None = None
     encoding: TableEncoding | None = None
+    task: str = "classification"
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        if self.task == "regression" and self.classes:
+            raise ValueError(f"a regression pipeline has no classes, got {self.classes!r}")
         shape = self.feature_shape
         if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
             raise ValueError(f"feature_shape must be a non-empty tuple of sizes >= 1, got {shape!r}")
@@ -92,6 +101,7 @@ class InputPipeline:
             tuple(_scalar(c) for c in stream.classes),
             None if names is None else tuple(str(n) for n in names),
             None if preprocessing is None else TableEncoding.from_dict(dict(preprocessing)),
+            getattr(stream, "task", "classification"),
         )
 
     @property
@@ -171,6 +181,7 @@ class InputPipeline:
             "classes": list(self.classes),
             "feature_names": None if self.feature_names is None else list(self.feature_names),
             "encoding": None if self.encoding is None else self.encoding.to_dict(),
+            "task": self.task,
         }
 
     @classmethod
@@ -180,7 +191,7 @@ class InputPipeline:
             raise ValueError(f"an input pipeline is a JSON object, got {type(stored).__name__}")
         if stored.get("format") != FORMAT:
             raise ValueError(f"not an input pipeline: format {stored.get('format')!r}, expected {FORMAT!r}")
-        unknown = sorted(set(stored) - set(_KEYS), key=str)
+        unknown = sorted(set(stored) - set(_KEYS) - set(_OPTIONAL), key=str)
         missing = [k for k in _KEYS if k not in stored]
         if unknown or missing:
             raise ValueError(
@@ -200,7 +211,8 @@ class InputPipeline:
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"input pipeline: bad encoding: {type(err).__name__}: {err}") from None
         try:
-            return cls(tuple(shape), tuple(classes), None if names is None else tuple(names), encoding)
+            task = stored.get("task", _OPTIONAL["task"])
+            return cls(tuple(shape), tuple(classes), None if names is None else tuple(names), encoding, task)
         except ValueError as err:
             raise ValueError(f"input pipeline: {err}") from None
 

@@ -454,7 +454,7 @@ class ServeLogStream(Stream):
         counts["labelled_rows"], counts["bad_rows"] = len(good), len(bad)
         return _Read(
             x=x,
-            y=np.array([t[5] for t in good], dtype=np.int64),
+            y=np.array([t[5] for t in good], dtype=np.float32 if self.task == "regression" else np.int64),
             time=pd.to_datetime(np.array([t[2] for t in good], dtype=np.float64), unit="s").to_numpy(),
             counts=counts,
             quarantine=pd.DataFrame(bad) if bad else pd.DataFrame(),
@@ -464,7 +464,7 @@ class ServeLogStream(Stream):
         """``rows`` as inputs (the good ones, in order), and per row None or why it was refused. Named
         rows and numeric ones each go through the pipeline in one batch, row by row only when a batch
         holds a bad one."""
-        reasons: list[str | None] = [_label_problem(label, len(self.classes)) for label in labels]
+        reasons = [_label_problem(label, len(self.classes), self.task) for label in labels]
         kinds = {"named": [], "numeric": []}
         for i, row in enumerate(rows):
             if reasons[i] is not None:
@@ -534,6 +534,7 @@ class ServeLogStream(Stream):
         self.pipeline = InputPipeline.from_dict(ledger.pipeline)
         self.feature_shape = self.pipeline.feature_shape
         self.classes = list(self.pipeline.classes)
+        self.task = self.pipeline.task
         self.feature_names = list(self.pipeline.feature_names or [])
         self._refresh_issues()
 
@@ -600,7 +601,7 @@ def champion_pipeline(registry: str | Path, log: str | Path) -> InputPipeline:
         pipeline = InputPipeline.from_dict(stored)
     except ValueError as err:
         raise DataError(f"{root}: champion {champion}'s stored pipeline is unusable: {err}") from None
-    if not pipeline.classes:
+    if not pipeline.classes and pipeline.task != "regression":
         raise DataError(f"{root}: champion {champion}'s stored pipeline names no classes")
     return pipeline
 
@@ -646,7 +647,12 @@ def _json(text: str) -> Any:
         return None
 
 
-def _label_problem(label: object, n_classes: int) -> str | None:
+def _label_problem(label: object, n_classes: int, task: str = "classification") -> str | None:
+    if task == "regression":
+        number = not isinstance(label, bool) and isinstance(label, int | float)
+        if not number or not math.isfinite(label) or abs(label) > np.finfo(np.float32).max:
+            return f"label {label!r} is not a finite number (the champion is a regressor)"
+        return None
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_classes:
         return f"label {label!r} is not a class id of the champion (0..{n_classes - 1})"
     return None

@@ -16,6 +16,8 @@ from perennial.data.window import DataError, DataIssue, Stream, Window
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
 BAD_ROW_POLICIES = ("quarantine", "error")
+# What the target holds: class labels (y: class ids), or numbers to predict (y: float32 values).
+TASKS = ("classification", "regression")
 # A text column where this share of rows hold a value found in no other row is an id or free text: no
 # value comes back, so there is nothing to learn from it. Judged only with enough rows to tell.
 ID_SHARE = 0.9
@@ -123,10 +125,13 @@ class TableChecks:
     on_bad_rows: str = "quarantine"
     min_frequency: int = 1
     max_categories: int = 1000
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         if self.on_bad_rows not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}; got {self.on_bad_rows!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"data.task must be one of {TASKS}; got {self.task!r}")
         for name in ("min_frequency", "max_categories"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -136,6 +141,20 @@ class TableChecks:
     def of(cls, source: object) -> TableChecks:
         """The checks of a table source, from its options of the same names."""
         return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    def check_classes(self, classes: Sequence | None) -> None:
+        """``classes`` as declared: at least one, and none for a regression target (it has no classes)."""
+        if self.regression and classes is not None:
+            raise ValueError(
+                f"data.classes must be null with data.task='regression': a numeric target has no classes; "
+                f"got classes={list(classes)!r}"
+            )
+        if classes is not None and len(classes) == 0:
+            raise ValueError("classes, when given, must list at least one class")
 
     # -- columns ------------------------------------------------------------------------------------
 
@@ -216,11 +235,39 @@ class TableChecks:
                 example = float(values[fractional[0]])
                 raise DataError(
                     f"{origin.path(fractional[0])}: target {self.target!r} holds continuous values "
-                    f"({example!r} at {origin.at(fractional[0])}); perennial classifies, so the target "
-                    f"must hold class labels"
+                    f"({example!r} at {origin.at(fractional[0])}); a classification target must hold "
+                    f"class labels: set data.task='regression' to predict the number"
                 )
             raw = raw.astype("Int64")
         return raw, missing
+
+    def targets(self, raw: pd.Series, origin: RowOrigin) -> tuple[np.ndarray, np.ndarray]:
+        """A regression target as float32 values, and the rows where it is missing (NaN, empty). Values
+        beyond float32's range are infinite, like ±inf: :meth:`row_checks` sets both aside. A value
+        that is not a number is a DataError naming the file, the row and the value."""
+        kind = raw.dtype
+        times = ptypes.is_datetime64_any_dtype(kind) or ptypes.is_timedelta64_dtype(kind)
+        if times or ptypes.is_bool_dtype(kind):
+            raise DataError(
+                f"{origin.name}: target {self.target!r} holds {kind} values; a regression target "
+                f"(data.task='regression') must hold numbers"
+            )
+        if ptypes.is_numeric_dtype(kind):
+            values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:  # text (numbers with typos, or a column of labels), read as numbers where it can be
+            raw = raw.astype(object)
+            values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            present = raw.notna().to_numpy()
+            blank = raw.astype(str).str.strip().str.lower().isin(("", "nan")).to_numpy()
+            bad = np.flatnonzero(present & ~blank & np.isnan(values))
+            if len(bad):
+                raise DataError(
+                    f"{origin.path(bad[0])}: target {self.target!r} holds {_scalar(raw.iloc[bad[0]])!r} at "
+                    f"{origin.at(bad[0])} ({_rows(len(bad))}), not a number; a regression target "
+                    f"(data.task='regression') must hold numbers: fix those values"
+                )
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, set aside as such
+            return values.astype(np.float32), np.isnan(values)
 
     def class_ids(
         self, labels: pd.Series, missing: np.ndarray, classes: list, origin: RowOrigin, unknown: str = "error"
@@ -393,12 +440,16 @@ class TableChecks:
         missing_target: np.ndarray,
         finite: np.ndarray,
         numeric_cols: Sequence[str],
+        targets: np.ndarray | None = None,
     ) -> list[tuple[np.ndarray, str, str | None]]:
-        """The checks every row goes through, for :meth:`bad_rows`."""
+        """The checks every row goes through, for :meth:`bad_rows`; ``targets``: a regression target's
+        values (:meth:`targets`), whose infinite ones are bad too."""
         checks: list[tuple[np.ndarray, str, str | None]] = [
             (missing_time, "missing time", self.time_column),
             (missing_target, "missing target", self.target),
         ]
+        if targets is not None:
+            checks.append((~missing_target & ~np.isfinite(targets), "infinite target", self.target))
         checks += [
             (~finite[:, j], f"missing or infinite value in column {c!r}", c)
             for j, c in enumerate(numeric_cols)
@@ -477,10 +528,14 @@ class TableStream(Stream):
     are skipped and reported, one ``empty_window`` issue per run of empty periods) or a row count.
     ``classes`` defaults to the sorted distinct targets of the whole file.
 
-    Rows without a time or a target, blank lines, and rows with NaN/inf in a numeric feature are set
-    aside in ``quarantine`` with a reason (``on_bad_rows="error"`` raises instead). Anything else
-    wrong with the file raises :class:`DataError` naming the file, the column and the row; rows are
-    0-based data rows, and for text files the line number in the file is given too.
+    ``task="regression"``: the target holds numbers to predict; ``y`` holds them as float32, the
+    stream has no ``classes`` (declaring some is an error), and a value that is not a number is a
+    :class:`DataError` naming the row and the value.
+
+    Rows without a time or a target, blank lines, and rows with NaN/inf in a numeric feature or a
+    regression target are set aside in ``quarantine`` with a reason (``on_bad_rows="error"`` raises
+    instead). Anything else wrong with the file raises :class:`DataError` naming the file, the column
+    and the row; rows are 0-based data rows, and for text files the line number in the file is given too.
 
     A directory of partitions that keeps growing is :class:`perennial.data.partitions.PartitionedTable`;
     :func:`open_table` picks the one a path needs.
@@ -502,6 +557,7 @@ class TableStream(Stream):
     # caps against this); raise min_frequency or lower max_categories to bound the width.
     min_frequency: int = 1
     max_categories: int = 1000
+    task: str = "classification"  # or "regression": overrides Stream.task so the user may set it
     feature_names: list[str] = field(init=False, default_factory=list)
     encoding: TableEncoding | None = field(init=False, repr=False, default=None)
     _windows: list[Window] = field(init=False, repr=False, default_factory=list)
@@ -511,8 +567,7 @@ class TableStream(Stream):
         self.name = self.path.stem
         period = parse_window(self.window)
         checks = TableChecks.of(self)
-        if self.classes is not None and len(self.classes) == 0:
-            raise ValueError("classes, when given, must list at least one class")
+        checks.check_classes(self.classes)
 
         frame = self._read()
         origin = RowOrigin.of_file(
@@ -520,19 +575,25 @@ class TableStream(Stream):
         )
         features, categorical = checks.feature_columns(list(frame.columns), str(self.path))
         times, missing_time = checks.parse_time(frame[self.time_column], period, origin)
-        labels, missing_target = checks.labels(frame[self.target], origin)
-        self.classes = list(self.classes) if self.classes is not None else sorted_values(labels)
-        y, _ = checks.class_ids(labels, missing_target, self.classes, origin)
+        targets = None
+        if checks.regression:
+            targets, missing_target = checks.targets(frame[self.target], origin)
+            y, self.classes = targets, []
+        else:
+            labels, missing_target = checks.labels(frame[self.target], origin)
+            self.classes = list(self.classes) if self.classes is not None else sorted_values(labels)
+            y, _ = checks.class_ids(labels, missing_target, self.classes, origin)
         numeric, numeric_cols, text_cols = checks.feature_kinds(frame, features, categorical, origin)
 
-        usable = ~(missing_time | missing_target | frame.isna().all(axis=1).to_numpy())
+        no_target = missing_target | (~np.isfinite(targets) if targets is not None else False)
+        usable = ~(missing_time | no_target | frame.isna().all(axis=1).to_numpy())
         late = self._late_columns(numeric, times, usable, period)
         finite = np.isfinite(numeric)
         for j, appeared in late.items():  # missing before the column appeared is not a bad row
             finite[:, j] |= ~missing_time & (times < appeared)
         bad, self.quarantine, issues = checks.bad_rows(
             frame,
-            checks.row_checks(missing_time, missing_target, finite, numeric_cols),
+            checks.row_checks(missing_time, missing_target, finite, numeric_cols, targets),
             origin,
             str(self.path),
         )

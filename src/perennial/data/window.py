@@ -16,7 +16,8 @@ class Window:
     """The labelled examples that arrived in one period, in time order.
 
     ``x`` is float32 with shape ``(n, *stream.feature_shape)``; ``y`` holds int64 class ids
-    (indices into ``stream.classes``); ``time`` holds one timestamp (or row position) per example.
+    (indices into ``stream.classes``), or for a regression stream float32 target values;
+    ``time`` holds one timestamp (or row position) per example.
     """
 
     index: int
@@ -40,6 +41,16 @@ class Window:
     def label(self) -> str:
         """A short human name for the period, used in tables and plots."""
         return f"{self.start}..{self.end}"
+
+
+def has_label(y: np.ndarray) -> np.ndarray:
+    """Which rows carry a label: a class id >= 0 (-1 marks one not landed yet), or for a regression
+    target a value that is not NaN (NaN marks one not landed yet).
+
+    >>> has_label(np.array([0, -1, 2])).tolist(), has_label(np.array([0.5, np.nan], np.float32)).tolist()
+    ([True, False, True], [True, False])
+    """
+    return ~np.isnan(y) if y.dtype.kind == "f" else y >= 0
 
 
 def window_seed(seed: int, window: int) -> int:
@@ -103,7 +114,9 @@ class DataError(ValueError):
 
 @dataclass
 class Stream(ABC):
-    """A source of time windows. Subclasses set ``name``, ``feature_shape`` and ``classes``.
+    """A source of time windows. Subclasses set ``name``, ``feature_shape`` and ``classes``, and
+    ``task``: ``"classification"`` (``y`` holds class ids) or ``"regression"`` (``y`` holds finite
+    float32 values and ``classes`` is empty).
 
     Rows that had to be set aside go to ``quarantine`` (a DataFrame of the original rows with a
     ``reason`` column), and every such event is listed in ``issues``; nothing is dropped silently.
@@ -112,6 +125,7 @@ class Stream(ABC):
     name: str = field(init=False, default="stream")
     feature_shape: tuple[int, ...] = field(init=False, default=())
     classes: list = field(init=False, default_factory=list)
+    task: str = field(init=False, default="classification")
     issues: list[DataIssue] = field(init=False, default_factory=list)
     quarantine: pd.DataFrame = field(init=False, default_factory=pd.DataFrame)
     # How late each window's labels land: a number of windows, or a duration such as "30D" after the
@@ -184,6 +198,11 @@ class Stream(ABC):
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def n_outputs(self) -> int:
+        """The width of a model's output for this stream: one score per class, or one value."""
+        return 1 if self.task == "regression" else len(self.classes)
 
     @property
     def quarantined_rows(self) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perennial.evaluate.metrics import Evaluation, check_metric, metric
+from perennial.evaluate.metrics import HEADLINE, Evaluation, RegressionEvaluation, check_metric, metric
 from perennial.stats.paired import (
     accuracy_bootstrap_differences,
     bootstrap_lower_bound,
@@ -19,8 +19,17 @@ from perennial.stats.paired import (
     paired_bootstrap_differences,
     score_lower_bound,
 )
+from perennial.stats.ratio import (
+    ratio_bootstrap_differences,
+    ratio_lower_bound,
+    ratio_min_detectable_drop,
+    ratio_noninferiority_pvalue,
+)
 
-TESTS = ("score", "bootstrap")
+# auto: the task's own test (score for accuracy, bootstrap for the other classifier metrics, t for
+# a regressor); score: Tango's interval (accuracy); t: Fieller's paired t bound on the ratio of mean
+# per-row losses (regression); bootstrap: the paired-bootstrap percentile bound (any metric).
+TESTS = ("auto", "score", "t", "bootstrap")
 # Which rows are fresh: ``next``, the next labelled window, after everything the candidate trained on
 # (it waits one window, then is judged before it serves); ``holdout``, a held-out share of the window
 # it was just trained on (it serves at once). See docs/design.md, "Do no harm".
@@ -86,14 +95,14 @@ class PromotionGate:
         self,
         tolerance: float = 0.0,
         alpha: float = 0.05,
-        test: str = "score",
+        test: str = "auto",
         forgetting_tolerance: float = 0.05,
         past_windows: int | None = 5,
         bootstrap_samples: int = 2000,
         seed: int = 0,
         trusted: str | None = None,
         trusted_tolerance: float = 0.05,
-        metric: str = "accuracy",
+        metric: str | None = None,
         fresh: str = "next",
     ) -> None:
         if fresh not in FRESH:
@@ -121,7 +130,31 @@ class PromotionGate:
         if not 0 <= trusted_tolerance < 1:
             raise ValueError(f"gate.trusted_tolerance must be in [0, 1), got {trusted_tolerance}")
         self.trusted, self.trusted_tolerance = trusted, trusted_tolerance
-        self.metric = check_metric(metric, "gate.metric")
+        # None: the task's headline (accuracy, or MSE for a regressor), whichever the rows are.
+        self.metric = metric
+        if metric is not None and metric not in HEADLINE.values():
+            check_metric(
+                metric, "gate.metric", task="regression" if metric in ("mae", "r2") else "classification"
+            )
+        if test == "t" and metric is not None and metric not in ("mse", "mae"):
+            raise ValueError(f"gate.test=t compares per-row losses (mse, mae), not gate.metric={metric!r}")
+
+    def for_task(self, task: str) -> PromotionGate:
+        """Check that the metric and test fit a stream's task, or raise a ``ValueError`` naming the
+        setting that does not. The loop calls it before any training."""
+        check_metric(self.metric or HEADLINE[task], "gate.metric", task=task)
+        if task == "regression":
+            if self.test == "score":
+                raise ValueError(
+                    "gate.test=score is Tango's interval for paired accuracy; a regressor's gate "
+                    "compares per-row errors: use gate.test=t or bootstrap (or auto)"
+                )
+        elif self.test == "t":
+            raise ValueError(
+                "gate.test=t compares a regressor's per-row errors; a classifier's gate "
+                "uses score or bootstrap (or auto)"
+            )
+        return self
 
     def past(self, windows: list[int]) -> list[int]:
         """The earlier windows whose held-out slices measure forgetting."""
@@ -136,9 +169,20 @@ class PromotionGate:
         trusted_candidate: Evaluation | None = None,
         trusted_champion: Evaluation | None = None,
     ) -> GateDecision:
-        name = self.metric
+        self.for_task(fresh_candidate.task)
+        if fresh_candidate.task == "regression":
+            return self.decide_regression(
+                fresh_candidate,
+                fresh_champion,
+                past_candidate,
+                past_champion,
+                trusted_candidate,
+                trusted_champion,
+            )
+        name = self.metric or HEADLINE["classification"]
         diff = fresh_candidate.value(name) - fresh_champion.value(name)
-        test = self.test if name == "accuracy" else "bootstrap"
+        test = "score" if self.test == "auto" and name == "accuracy" else self.test
+        test = test if name == "accuracy" else "bootstrap"
         lower, p, detectable = self.fresh_bounds(test, fresh_candidate, fresh_champion)
         numbers = {
             "fresh_candidate_accuracy": fresh_candidate.accuracy,
@@ -187,6 +231,90 @@ class PromotionGate:
                 return GateDecision(False, f"{failure}: {name} {drop:.3f} below the champion", numbers)
         return GateDecision(True, f"fresh diff {diff:+.3f}, lower bound {lower:+.3f} (p={p:.3g})", numbers)
 
+    def decide_regression(
+        self,
+        fresh_candidate: RegressionEvaluation,
+        fresh_champion: RegressionEvaluation,
+        past_candidate: RegressionEvaluation | None = None,
+        past_champion: RegressionEvaluation | None = None,
+        trusted_candidate: RegressionEvaluation | None = None,
+        trusted_champion: RegressionEvaluation | None = None,
+    ) -> GateDecision:
+        """A regressor's gate: the same rule on the relative difference of a mean per-row loss,
+        ``Δ = 1 - loss(candidate) / loss(champion)`` (MSE or MAE; positive when the candidate errs
+        less). ``tolerance`` is relative: 0.05 lets a candidate be up to 5% worse in MSE. The fresh
+        test is Fieller's paired t bound on the ratio (``test=t``, the default) or the paired
+        bootstrap; the trusted and forgetting checks compare the relative change of the loss."""
+        # On the same rows R² orders models exactly as MSE does.
+        name = self.metric if self.metric in ("mse", "mae") else "mse"
+        test = "t" if self.test == "auto" else self.test
+        ours, theirs = fresh_candidate.value(name), fresh_champion.value(name)
+        diff = 1 - ours / theirs if theirs > 0 else float("nan")
+        lower, p, detectable = self.regression_bounds(test, name, fresh_candidate, fresh_champion)
+        numbers = {
+            f"fresh_candidate_{name}": ours,
+            f"fresh_champion_{name}": theirs,
+            "fresh_diff": diff,
+            "fresh_lower_bound": lower,
+            "p_value": p,
+            "min_detectable_drop": detectable,
+            "metric": name,
+            "test": test,
+            "n_fresh": fresh_candidate.n,
+        }
+        if self.tolerance < 1 and not lower > -self.tolerance:
+            reason = (
+                f"not shown within {self.tolerance:.0%} of the champion's {name} on fresh data: "
+                f"{name} {ours:.4g} against {theirs:.4g} ({diff:+.1%}), {1 - self.alpha:.0%} lower bound "
+                f"{lower:+.1%} (p={p:.3g}; {fresh_candidate.n} rows can tell apart {detectable:.1%} worse)"
+            )
+            return GateDecision(False, reason, numbers)
+        held_out = (
+            (
+                "trusted",
+                trusted_candidate,
+                trusted_champion,
+                self.trusted_tolerance,
+                "worse on the trusted set",
+            ),
+            ("past", past_candidate, past_champion, self.forgetting_tolerance, "forgets earlier windows"),
+        )
+        for prefix, candidate, champion, tolerance, failure in held_out:
+            if candidate is None or champion is None or candidate.n == 0:
+                continue
+            champ_loss = champion.value(name)
+            worse = candidate.value(name) / champ_loss - 1 if champ_loss > 0 else 0.0
+            numbers |= {
+                f"{prefix}_candidate_{name}": candidate.value(name),
+                f"{prefix}_champion_{name}": champ_loss,
+                f"{prefix}_drop": worse,
+                f"n_{prefix}": candidate.n,
+            }
+            if worse > tolerance:
+                return GateDecision(False, f"{failure}: {name} {worse:.1%} above the champion's", numbers)
+        return GateDecision(True, f"fresh {name} {diff:+.1%}, lower bound {lower:+.1%} (p={p:.3g})", numbers)
+
+    def regression_bounds(
+        self, test: str, name: str, candidate: RegressionEvaluation, champion: RegressionEvaluation
+    ) -> tuple[float, float, float]:
+        """As :meth:`fresh_bounds`, on the relative difference of the mean per-row loss ``name``."""
+        if candidate.n < 2:
+            return float("nan"), 1.0, float("nan")
+        ours, theirs = candidate.losses(name), champion.losses(name)
+        detectable = ratio_min_detectable_drop(ours, theirs, self.alpha, POWER)
+        if test == "t":
+            return (
+                float(ratio_lower_bound(ours, theirs, self.alpha)),
+                float(ratio_noninferiority_pvalue(ours, theirs, self.tolerance)),
+                float(detectable),
+            )
+        differences = ratio_bootstrap_differences(ours, theirs, self.bootstrap_samples, self.seed)
+        return (
+            bootstrap_lower_bound(differences, self.alpha),
+            bootstrap_noninferiority_pvalue(differences, self.tolerance),
+            float(detectable),
+        )
+
     def fresh_bounds(
         self, test: str, candidate: Evaluation, champion: Evaluation
     ) -> tuple[float, float, float]:
@@ -201,13 +329,14 @@ class PromotionGate:
                 float(noninferiority_pvalue(gained, lost, n, self.tolerance)),
                 min_detectable_drop(n, (gained + lost) / n, self.alpha, POWER),
             )
-        if self.metric == "accuracy":
+        name = self.metric or HEADLINE["classification"]
+        if name == "accuracy":
             differences = accuracy_bootstrap_differences(
                 candidate.correct, champion.correct, self.bootstrap_samples, self.seed
             )
         else:
             differences = metric_bootstrap_differences(
-                self.metric, candidate, champion, self.bootstrap_samples, self.seed
+                name, candidate, champion, self.bootstrap_samples, self.seed
             )
         finite = differences[np.isfinite(differences)]
         spread = float(np.std(finite)) if len(finite) > 1 else float("nan")
@@ -238,6 +367,11 @@ def pooled(evaluations: list[Evaluation]) -> Evaluation | None:
     evaluations = [e for e in evaluations if e.n > 0]
     if not evaluations:
         return None
+    if all(e.task == "regression" for e in evaluations):
+        return RegressionEvaluation.of(
+            np.concatenate([e.target for e in evaluations]),
+            np.concatenate([e.predictions for e in evaluations]),
+        )
     if all(e.probs is not None for e in evaluations):
         return Evaluation.of(
             np.concatenate([e.target for e in evaluations]), np.concatenate([e.probs for e in evaluations])

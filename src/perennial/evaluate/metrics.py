@@ -30,16 +30,24 @@ from torchmetrics.functional.classification import (
     multiclass_precision_at_fixed_recall,
     multiclass_recall,
 )
+from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error, r2_score
 
 from perennial.learn.module import ClassifierModule
 
 METRICS = ("accuracy", "balanced_accuracy", "f1", "auroc", "precision_at_recall")
+# A regressor's scores. MSE and MAE are losses (lower is better); R² on given rows is 1 - MSE / the
+# rows' variance, so on the same rows it orders two models as MSE does.
+REGRESSION_METRICS = ("mse", "mae", "r2")
 RECALL = 0.9  # precision_at_recall: the precision at the best threshold that keeps this recall
+# Each task's headline figure: the one windows.csv, summary.json and the gate report first.
+HEADLINE = {"classification": "accuracy", "regression": "mse"}
+LOWER_IS_BETTER = frozenset({"mse", "mae", "loss"})
 
 
-def check_metric(name: str, where: str = "metric") -> str:
-    if name not in METRICS:
-        raise ValueError(f"{where} must be one of {list(METRICS)}, got {name!r}")
+def check_metric(name: str, where: str = "metric", task: str = "classification") -> str:
+    allowed = REGRESSION_METRICS if task == "regression" else METRICS
+    if name not in allowed:
+        raise ValueError(f"{where} must be one of {list(allowed)} for a {task} task, got {name!r}")
     return name
 
 
@@ -55,6 +63,8 @@ class Evaluation:
     correct: np.ndarray
     target: np.ndarray | None = field(default=None, repr=False)
     probs: np.ndarray | None = field(default=None, repr=False)
+
+    task = "classification"
 
     @classmethod
     def of(cls, target: np.ndarray, probs: np.ndarray) -> Evaluation:
@@ -114,8 +124,101 @@ class Evaluation:
         return values
 
 
-def evaluate(module: ClassifierModule, x: np.ndarray, y: np.ndarray) -> Evaluation:
+@dataclass(frozen=True)
+class RegressionEvaluation:
+    """A regressor's scores on one set of rows: MSE, MAE and R² (torchmetrics), with the per-row
+    ``target`` and ``predictions`` kept for the paired tests on per-row errors.
+
+    >>> e = RegressionEvaluation.of(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.0, 2.5, 4.0]))
+    >>> round(e.mse, 3), round(e.mae, 3), round(e.r2, 3), e.losses("mse").tolist()
+    (0.125, 0.25, 0.9, [0.25, 0.0, 0.25, 0.0])
+    """
+
+    mse: float
+    mae: float
+    r2: float
+    n: int
+    target: np.ndarray = field(repr=False)
+    predictions: np.ndarray = field(repr=False)
+
+    task = "regression"
+
+    @classmethod
+    def of(cls, target: np.ndarray, predictions: np.ndarray) -> RegressionEvaluation:
+        target = np.asarray(target, np.float64).reshape(-1)
+        predictions = np.asarray(predictions, np.float64).reshape(-1)
+        if len(target) == 0:
+            return cls(float("nan"), float("nan"), float("nan"), 0, target, predictions)
+        t, p = torch.from_numpy(target), torch.from_numpy(predictions)
+        # R² of fewer than two rows, or of rows that all share one value, is undefined.
+        r2 = float(r2_score(p, t)) if len(target) > 1 and np.ptp(target) > 0 else float("nan")
+        return cls(
+            mse=float(mean_squared_error(p, t)),
+            mae=float(mean_absolute_error(p, t)),
+            r2=r2,
+            n=len(target),
+            target=target,
+            predictions=predictions,
+        )
+
+    @property
+    def loss(self) -> float:
+        return self.mse
+
+    def losses(self, name: str) -> np.ndarray:
+        """Per-row losses whose mean is metric ``name``: squared errors (mse) or absolute ones (mae)."""
+        errors = self.predictions - self.target
+        if name == "mse":
+            return errors**2
+        if name == "mae":
+            return np.abs(errors)
+        raise ValueError(f"per-row losses exist for mse and mae, not {name!r}")
+
+    def value(self, name: str) -> float:
+        check_metric(name, task="regression")
+        return float(getattr(self, name))
+
+    def scores(self) -> dict[str, float]:
+        return {"mse": self.mse, "mae": self.mae, "r2": self.r2, "loss": self.mse, "n": self.n}
+
+
+# The score columns of a window's row in windows.csv, per task: the served model's, and v1 never
+# updated's (static) on the same labelled rows.
+SCORE_COLUMNS = {
+    "classification": (
+        "served_accuracy",
+        "static_accuracy",
+        "served_balanced_accuracy",
+        "served_f1",
+        "served_loss",
+    ),
+    "regression": ("served_mse", "static_mse", "served_mae", "static_mae", "served_r2"),
+}
+
+
+def score_columns(
+    served: Evaluation | RegressionEvaluation, static: Evaluation | RegressionEvaluation
+) -> dict:
+    """Window-row scores of the served model and of v1 never updated (``SCORE_COLUMNS``); a score
+    that may be undefined on rows that are there (balanced accuracy, R² of rows of one value) is
+    None then."""
+    if served.task == "regression":
+        values = (served.mse, static.mse, served.mae, static.mae, served.r2)
+    else:
+        values = (served.accuracy, static.accuracy, served.value("balanced_accuracy"), served.f1, served.loss)
+    row = dict(zip(SCORE_COLUMNS[served.task], map(float, values), strict=True))
+    for name in ("served_balanced_accuracy", "served_r2"):
+        if name in row and not np.isfinite(row[name]):
+            row[name] = None
+    return row
+
+
+def evaluate(module: ClassifierModule, x: np.ndarray, y: np.ndarray) -> Evaluation | RegressionEvaluation:
     """Score ``module`` on ``(x, y)``; an empty set scores NaN rather than failing."""
+    if module.task == "regression":
+        if len(y) == 0:
+            return RegressionEvaluation.of(np.zeros(0), np.zeros(0))
+        return RegressionEvaluation.of(y, module.predict_values(x))
     if len(y) == 0:
         return Evaluation.of(np.zeros(0, np.int64), np.zeros((0, module.n_classes), np.float32))
     probs = module.predict_logits(x).float().softmax(1).numpy()

@@ -108,10 +108,20 @@ class ClassifierModule(L.LightningModule):
             self.optimizer_state = _grown_moments(self.optimizer_state, names, prefix, known)
         self.known_classes = known
 
+    task = "classification"
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The task's loss of ``outputs`` (this module's forward) against targets ``y``."""
+        weights = None if self.class_weights is None else self.class_weights.to(outputs.device)
+        return F.cross_entropy(outputs, y, weight=weights)
+
+    def distance(self, outputs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Per-element squared distance between two sets of outputs on one scale (DER++'s term)."""
+        return (outputs - reference).pow(2)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["x"])
-        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
-        loss = F.cross_entropy(logits, batch["y"], weight=weights)
+        loss = self.loss(logits, batch["y"])
         for regularizer in self.regularizers:
             loss = loss + regularizer.penalty(self, batch, logits)
         return loss
@@ -160,6 +170,12 @@ class ClassifierModule(L.LightningModule):
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.n_classes)
 
+    def predict_outputs(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """What the model answers for a whole array, as numpy: class probabilities ``(n, classes)``,
+        or for a regressor its values ``(n, 1)``."""
+        logits = self.predict_logits(x).float()
+        return logits.numpy() if self.task == "regression" else logits.softmax(1).numpy()
+
     @torch.no_grad()
     def embed(self, x: np.ndarray | torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """The inputs of the backbone's last linear layer (the representation the classifier reads),
@@ -176,19 +192,114 @@ class ClassifierModule(L.LightningModule):
         return torch.cat(captured) if captured else torch.empty(0, last[-1].in_features)
 
 
-def build_classifier(
+class RegressorModule(ClassifierModule):
+    """A regressor around a backbone built with one output: it predicts a number, not classes.
+
+    The backbone learns the target standardised (``target_shift`` and ``target_scale``, the mean
+    and standard deviation of the first data a fresh module trains on), so a target in dollars or
+    degrees trains with the same learning rates as one near unit scale; ``forward`` answers in the
+    target's own units. Both are buffers: they travel with the weights, and a fine-tuned version
+    keeps its parent's, so its outputs stay comparable across versions (LwF, DER++).
+
+    >>> m = RegressorModule(torch.nn.Linear(2, 1))
+    >>> m.fit_target(np.array([10.0, 20.0, 30.0]))
+    >>> m.predict_values(np.zeros((2, 2))).shape, round(float(m.target_scale), 3)
+    ((2,), 8.165)
+    """
+
+    task = "regression"
+
+    def __init__(self, backbone: nn.Module, n_features: int | None = None) -> None:
+        super().__init__(backbone, 1, None, n_features)
+        self.register_buffer("target_shift", torch.tensor(0.0))
+        self.register_buffer("target_scale", torch.tensor(1.0))
+        self.register_buffer("target_fitted", torch.tensor(False))
+
+    def fit_target(self, y: np.ndarray) -> None:
+        """Take the target's scale from ``y``, once: a fine-tune keeps its parent's."""
+        if bool(self.target_fitted) or len(y) == 0:
+            return
+        y = np.asarray(y, np.float64)
+        scale = float(y.std())
+        self.target_shift.fill_(float(y.mean()))
+        self.target_scale.fill_(scale if scale > 0 and np.isfinite(scale) else 1.0)
+        self.target_fitted.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.n_features is not None:
+            x = x[..., : self.n_features]
+        raw = self.backbone(x)
+        if raw.dim() != 2 or raw.shape[1] != 1:
+            raise ValueError(
+                f"{type(self.backbone).__name__} gives outputs of shape {tuple(raw.shape)}; a regressor's "
+                "backbone must give one value per row, shape (n, 1)"
+            )
+        return raw * self.target_scale + self.target_shift
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean squared error on the standardised scale."""
+        return F.mse_loss(outputs[:, 0], y.to(outputs.dtype)) / self.target_scale.pow(2)
+
+    def distance(self, outputs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return (outputs - reference).pow(2) / self.target_scale.pow(2)
+
+    def grow_classes(self, known: int) -> None:
+        return None  # one output, whatever the data
+
+    def predict_values(self, x: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+        """Predicted values for a whole array, shape ``(n,)``."""
+        return self.predict_logits(x, batch_size)[:, 0].float().numpy()
+
+
+TASKS = ("classification", "regression")
+
+
+def build_model(
     backbone_factory,
     in_shape: tuple[int, ...],
     n_classes: int,
     known_classes: int | None = None,
     n_features: int | None = None,
+    task: str = "classification",
 ) -> ClassifierModule:
     """A fresh model for a stream's schema, or for the first ``known_classes`` classes and the first
-    ``n_features`` columns of a schema that has grown since. The training run and the server both
+    ``n_features`` columns of a schema that has grown since; for ``task="regression"`` a
+    :class:`RegressorModule` (one output, ``n_classes`` unused). The training run and the server both
     build models here, so a version's weights always fit the module the server makes for it."""
     shape = (n_features,) if n_features is not None else tuple(in_shape)
-    backbone = backbone_factory(in_shape=shape, n_classes=known_classes or n_classes)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    width = 1 if task == "regression" else known_classes or n_classes
+    backbone = backbone_factory(in_shape=shape, n_classes=width)
+    if _trains_itself(backbone):
+        # A user's LightningModule with its own training_step and configure_optimizers.
+        from perennial.learn.user_module import UserModule
+
+        name = type(backbone).__name__
+        if task == "regression":
+            raise ValueError(
+                f"{name}: a user's LightningModule is trained as a classifier; a regression "
+                "stream needs a backbone (an nn.Module), which perennial trains with MSE"
+            )
+        if width != n_classes or n_features is not None:
+            raise ValueError(
+                f"{name}: a user's LightningModule answers every class and reads every column of the "
+                f"stream from v1 on; this one was asked for {width} of {n_classes} classes"
+                + (f" and {n_features} columns" if n_features is not None else "")
+                + "; run with loop.head=full (LoopSettings(head='full')) on a stream whose columns "
+                "do not grow"
+            )
+        return UserModule(backbone, n_classes, shape)
+    if task == "regression":
+        return RegressorModule(backbone, n_features)
     return ClassifierModule(backbone, n_classes, known_classes, n_features)
+
+
+def _trains_itself(module: nn.Module) -> bool:
+    """Whether ``module`` is a LightningModule that defines its own training_step."""
+    return isinstance(module, L.LightningModule) and (
+        type(module).training_step is not L.LightningModule.training_step
+    )
 
 
 def _grown_moments(optimizer_state: dict, names: list[str], prefix: str, rows: int) -> dict:

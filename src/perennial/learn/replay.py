@@ -54,11 +54,15 @@ class ReplayBuffer(ABC):
                 self.logits = np.empty((0, logits.shape[1]), np.float32)
         if (logits is None) != (self.logits is None):
             raise ValueError("a buffer that keeps logits needs them with every update, and only then")
-        keep_old, keep_new = self._select(np.asarray(y, np.int64))
+        # Class ids stay int64; a regression target keeps its float values.
+        y = np.asarray(y, np.float32 if np.asarray(y).dtype.kind == "f" else np.int64)
+        if len(self.y) == 0:
+            self.y = self.y.astype(y.dtype)
+        keep_old, keep_new = self._select(y)
         if self.logits is not None:
             self.logits = np.concatenate([self.logits[keep_old], np.asarray(logits, np.float32)[keep_new]])
         self.x = np.concatenate([self.x[keep_old], x[keep_new]])
-        self.y = np.concatenate([self.y[keep_old], np.asarray(y, np.int64)[keep_new]])
+        self.y = np.concatenate([self.y[keep_old], y[keep_new]])
         self.window = np.concatenate([self.window[keep_old], np.full(len(keep_new), window, np.int64)])
         self.seen += len(y)
 
@@ -86,7 +90,7 @@ class ReplayBuffer(ABC):
     def draw(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """Up to ``n`` stored examples drawn without replacement, with their window and any logits."""
         if n <= 0 or len(self) == 0 or self.x is None:
-            return {"x": np.empty((0,)), "y": np.empty(0, np.int64), "window": np.empty(0, np.int64)}
+            return {"x": np.empty((0,)), "y": np.empty(0, self.y.dtype), "window": np.empty(0, np.int64)}
         idx = np.random.default_rng(seed).permutation(len(self))[: min(n, len(self))]
         drawn = {"x": self.x[idx], "y": self.y[idx], "window": self.window[idx]}
         if self.logits is not None:
@@ -106,7 +110,8 @@ class ReplayBuffer(ABC):
 
     def load_state_dict(self, state: dict) -> None:
         self.x = state["x"].numpy() if state["has_x"] else None
-        self.y = state["y"].numpy().astype(np.int64)
+        y = state["y"].numpy()
+        self.y = y.astype(np.float32 if y.dtype.kind == "f" else np.int64)
         self.window = state["window"].numpy().astype(np.int64)
         self.logits = state["logits"].numpy() if "logits" in state else None
         self.seen = int(state["seen"])
@@ -156,6 +161,11 @@ class ClassBalancedBuffer(ReplayBuffer):
         self.seen_per_class: dict[int, int] = {}
 
     def _select(self, y_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if y_new.dtype.kind == "f":
+            raise ValueError(
+                "a class-balanced buffer (strategy=replay_balanced) keeps equal room per "
+                "class, and a regression target has no classes: use strategy=replay (a reservoir)"
+            )
         rng = self._rng()
         seen_before = dict(self.seen_per_class)
         for c, k in zip(*np.unique(y_new, return_counts=True), strict=True):

@@ -96,7 +96,7 @@ class EWC(Regularizer):
         batches = 0
         for batch in BatchLoader({"x": data["x"], "y": data["y"]}, self.batch_size, seed=0):
             module.zero_grad()
-            F.cross_entropy(module(batch["x"]), batch["y"]).backward()
+            module.loss(module(batch["x"]), batch["y"]).backward()
             for n, p in _trainable(module):
                 if p.grad is not None:
                     fisher[n] += p.grad.detach().cpu().pow(2)
@@ -132,7 +132,9 @@ class LwF(Regularizer):
     """Learning without Forgetting (Li and Hoiem 2017): distil the parent's outputs on new inputs.
 
     Penalty ``alpha * KL(softmax(parent / T) || softmax(model / T))`` over the classes the parent had
-    learned, on every training batch. No example from earlier windows is needed.
+    learned, on every training batch; for a regressor, ``alpha`` times the squared difference of the
+    two predictions on the standardised target scale (the temperature does not apply). No example
+    from earlier windows is needed.
 
     >>> m = ClassifierModule(torch.nn.Linear(2, 2), 2)
     >>> lwf = LwF(alpha=1.0, temperature=2.0)
@@ -167,6 +169,8 @@ class LwF(Regularizer):
         seen = self.seen.to(logits.device)
         with torch.no_grad():
             target = self.parent(batch["x"])[:, seen]
+        if module.task == "regression":
+            return self.alpha * module.distance(logits, target).mean()
         log_p = F.log_softmax(logits[:, seen] / self.temperature, dim=1)
         q = F.softmax(target / self.temperature, dim=1)
         return self.alpha * F.kl_div(log_p, q, reduction="batchmean")
@@ -175,7 +179,10 @@ class LwF(Regularizer):
         seen = torch.zeros(module.n_classes, dtype=torch.bool)
         if state and "seen_classes" in state:
             seen |= state["seen_classes"].bool()
-        seen[torch.as_tensor(np.unique(data["y"]))] = True
+        if module.task == "regression":
+            seen[:] = len(data["y"]) > 0  # its one output, once it has learned anything
+        else:
+            seen[torch.as_tensor(np.unique(data["y"]))] = True
         self.parent = None
         return {"seen_classes": seen}
 
@@ -206,4 +213,4 @@ class DER(Regularizer):
         current, stored = logits[replayed], batch["logits"][replayed]
         # Only classes both models know: one that did not know a class scored it -inf.
         known = torch.isfinite(stored) & torch.isfinite(current)
-        return self.alpha * (current[known] - stored[known]).pow(2).mean()
+        return self.alpha * module.distance(current[known], stored[known]).mean()

@@ -17,7 +17,7 @@ import torch
 
 from perennial.data.window import present_features
 from perennial.learn.fit import fit
-from perennial.learn.module import ClassifierModule
+from perennial.learn.module import ClassifierModule, RegressorModule
 from perennial.learn.replay import ReplayBuffer
 from perennial.learn.strategies import Regularizer
 
@@ -157,13 +157,21 @@ class Update(ABC):
                 )
                 data["replayed"] = np.r_[np.zeros(len(y), bool), np.ones(n_replay, bool)]
         L.seed_everything(seed, workers=False, verbose=False)  # a fresh backbone's init is seeded too
-        known = int(data["y"].max()) + 1 if grow_head else None
+        # Class ids are integers; a regression target is a float and its one output never grows.
+        known = int(data["y"].max()) + 1 if grow_head and data["y"].dtype.kind in "iu" else None
         module = self.start(partial(shaped, build, known, n_features), champion)
         if known is not None:
             module.grow_classes(known)  # a fine-tuned head meets classes its parent never saw
         module.lr, module.weight_decay = self.lr, self.weight_decay
         if self.class_weight == "balanced":
+            if module.task == "regression":
+                raise ValueError(
+                    "update.class_weight=balanced weighs each class's loss, and a regression target has "
+                    "no classes: use update.class_weight=none"
+                )
             module.class_weights = balanced_weights(data["y"], module.n_classes)
+        if isinstance(module, RegressorModule):
+            module.fit_target(data["y"])  # a fresh regressor learns its target's scale; a fine-tune keeps it
         inherited = module.strategy_state
         for regularizer in regularizers:
             regularizer.begin(module, inherited.get(regularizer.name))

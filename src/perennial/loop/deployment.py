@@ -35,12 +35,12 @@ from perennial.data.window import (
     window_seed,
 )
 from perennial.evaluate.gate import GateDecision, PromotionGate, pooled
-from perennial.evaluate.metrics import Evaluation, evaluate
+from perennial.evaluate.metrics import SCORE_COLUMNS, Evaluation, evaluate, score_columns
 from perennial.evaluate.screening import WindowScreen
-from perennial.evaluate.served import ServedComparison
+from perennial.evaluate.served import ServedComparison, compare_served, paired_sums, pooled_served
 from perennial.learn.fit import make_fabric
 from perennial.learn.module import ClassifierModule
-from perennial.learn.replay import ReplayBuffer
+from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer
 from perennial.learn.strategies import Regularizer
 from perennial.learn.updater import StatelessUpdate, TrainedCandidate, Update
 from perennial.loop.result import RunResult
@@ -50,7 +50,6 @@ from perennial.loop.state import CHECKPOINT_KEY, SOURCE_KEY, LoopState
 from perennial.loop.windows import WindowData, load_trusted
 from perennial.registry import CorruptVersion, Registry, VersionRecord, load_tree, save_tree
 from perennial.rollout.live import Rollout, json_safe
-from perennial.stats.paired import discordant_counts
 from perennial.tracking import RunHistory, RunLogger
 from perennial.triggers.base import Firing, Observation, Trigger
 
@@ -119,6 +118,7 @@ class ContinuousDeployment:
                 f"rollout={rollout.kind} decides from labels on the traffic it serves; with "
                 f"data.label_delay={self.label_delay!r} use rollout=none"
             )
+        self.check_task()
         self.data = WindowData(stream, settings.holdout_fraction, settings.seed)
         self._trusted: tuple[np.ndarray, np.ndarray] | None = None
         self.trusted_rows()  # a trusted-set file that cannot be used fails now, naming itself
@@ -137,6 +137,34 @@ class ContinuousDeployment:
         self._source_changed = True
         # Set (by a signal handler, another thread) to stop after the window being committed.
         self.stop = threading.Event()
+
+    @property
+    def task(self) -> str:
+        return getattr(self.stream, "task", "classification")
+
+    def check_task(self) -> None:
+        """Refuse, before any training, a part that cannot serve the stream's task (a regressor has
+        no classes to balance, screen or interleave)."""
+        if hasattr(self.gate, "for_task"):
+            self.gate.for_task(self.task)
+        if self.task != "regression":
+            return
+        refusals = {
+            "strategy=replay_balanced keeps equal room per class; use strategy=replay": isinstance(
+                self.buffer, ClassBalancedBuffer
+            ),
+            "update.class_weight=balanced weighs classes; use update.class_weight=none": getattr(
+                self.update, "class_weight", "none"
+            )
+            != "none",
+            "screen=default screens labels with class probabilities; use screen=none": self.screen
+            is not None,
+            "rollout=interleave compares rankings; use rollout=ab, canary or shadow": self.rollout is not None
+            and self.rollout.kind == "interleave",
+        }
+        for reason, refused in refusals.items():
+            if refused:
+                raise ValueError(f"a regression stream ({self.stream.name}) has no classes: {reason}")
 
     # ---- data -------------------------------------------------------------------------------
     def split(self, index: int):
@@ -164,6 +192,8 @@ class ContinuousDeployment:
     def schema_of(self, windows: Sequence[int]) -> dict[str, int]:
         """How far the stream's schema has grown by the newest of ``windows``: its feature columns,
         and the classes (ids below ``classes``) their labels hold."""
+        if self.task == "regression":  # one output, whatever the target's values
+            return {"features": self.data.present(windows[-1]), "classes": 1}
         return {
             "features": self.data.present(windows[-1]),
             "classes": max(int(self.data.labelled(w).y.max(initial=0)) + 1 for w in windows),
@@ -365,7 +395,7 @@ class ContinuousDeployment:
 
     def start_logger(self) -> None:
         """The logger catches up with what the run has committed; the caller closes it (``with``)."""
-        rows = [r for r in self.registry.window_rows() if r.get("served_accuracy") is not None]
+        rows = [r for r in self.registry.window_rows() if r.get("n_labelled") is not None]
         history = {"config": self.state.config, "rows": rows}
         self.logger.start(RunHistory.of(self.run_dir, self.registry, history))
 
@@ -471,7 +501,7 @@ class ContinuousDeployment:
         if self.screen is not None:  # the warm-up windows, as v1 sees them, are the first reference
             for i in warm:
                 x, y = self.split(i).train
-                probabilities = cand.module.predict_logits(x).softmax(1).numpy()
+                probabilities = cand.module.predict_outputs(x)
                 self.screen.accept(self.as_read_by(x, cand.module), y, probabilities)
         state = LoopState(
             next_window=warm[-1] + 1,
@@ -501,7 +531,7 @@ class ContinuousDeployment:
             next_window=0,
             champion=version,
             static=version,
-            schema={"features": module.n_features or width, "classes": len(self.stream.classes)},
+            schema={"features": module.n_features or width, "classes": self.stream.n_outputs},
             config=self.config,
         )
         self._rows = {}
@@ -794,9 +824,7 @@ class ContinuousDeployment:
             labelled["rollback"] = f"failed: {replaced} corrupt"
             return champion
         x, y = self.xy(w)
-        served = ServedComparison.of(
-            evaluate(champion, x, y).correct, evaluate(previous, x, y).correct, self.gate.alpha
-        )
+        served = compare_served(evaluate(champion, x, y), evaluate(previous, x, y), self.gate.alpha)
         labelled["rollback_p_value"] = served.p_value
         if not served.worse:
             return champion
@@ -827,8 +855,7 @@ class ContinuousDeployment:
         windows = sorted(int(w) for w in state.paired if int(w) >= since)[-self.settings.guard_windows :]
         if not windows:
             return None
-        gained, lost, n = (sum(state.paired[str(w)][i] for w in windows) for i in range(3))
-        return windows, ServedComparison.of_counts(gained, lost, n, self.gate.alpha)
+        return windows, pooled_served([state.paired[str(w)] for w in windows], self.task, self.gate.alpha)
 
     def check_guard(
         self, w: int, labelled: dict, state: LoopState, champion: ClassifierModule, static: ClassifierModule
@@ -874,15 +901,11 @@ class ContinuousDeployment:
         if tested is None:
             return None
         windows, served = tested
-        n_rows = sum(state.paired[str(w)][2] for w in windows)
-        static_correct = sum(state.paired[str(w)][3] for w in windows)
-        static_accuracy = static_correct / n_rows if n_rows else float("nan")
         return json_safe(
             {
                 "mode": self.settings.guard,
                 "windows": windows,
-                "served_accuracy": static_accuracy + served.diff,
-                "static_accuracy": static_accuracy,
+                **served.levels(),
                 "diff": served.diff,
                 "upper_bound": served.upper_bound,
                 "p_value": served.p_value,
@@ -1001,9 +1024,8 @@ class ContinuousDeployment:
             )
             observed.append(w)
             state.pending.append(w)
-            # Rows the served model and v1 never updated got right or wrong, for the guard.
-            gained, lost, n = discordant_counts(served.correct, static_eval.correct)
-            state.paired[str(w)] = [gained, lost, n, int(np.sum(static_eval.correct))]
+            # What the served model and v1 never updated did on the same rows, for the guard.
+            state.paired[str(w)] = paired_sums(served, static_eval)
         return observed
 
     def label(
@@ -1019,16 +1041,14 @@ class ContinuousDeployment:
             server = self._served[1]
         x, y = self.xy(w)
         served, static_eval = evaluate(server, x, y), evaluate(static, x, y)
-        row |= {
-            "n_labelled": len(y),
-            "served_accuracy": served.accuracy,
-            "static_accuracy": static_eval.accuracy,
-            "served_balanced_accuracy": _finite(served.value("balanced_accuracy")),
-            "served_f1": served.f1,
-            "served_loss": served.loss,
-        }
-        # The champion's probabilities: those of the scoring above when it served the window itself.
-        probabilities = served.probs if server is champion else champion.predict_logits(x).softmax(1).numpy()
+        row |= {"n_labelled": len(y)} | score_columns(served, static_eval)
+        # The champion's outputs: those of the scoring above when it served the window itself.
+        if server is not champion:
+            probabilities = champion.predict_outputs(x)
+        elif self.task == "regression":
+            probabilities = served.predictions.astype(np.float32)[:, None]
+        else:
+            probabilities = served.probs
         return served, probabilities, static_eval
 
     def window_row(self, t: int, state: LoopState) -> dict:
@@ -1041,11 +1061,7 @@ class ContinuousDeployment:
             "end": str(window.end),
             "n": len(window),
             "n_labelled": None,  # rows whose labels landed (labels may arrive apart from inputs)
-            "served_accuracy": None,
-            "static_accuracy": None,
-            "served_balanced_accuracy": None,
-            "served_f1": None,
-            "served_loss": None,
+            **dict.fromkeys(SCORE_COLUMNS[self.task]),
             "champion": state.champion,
             "trigger": "",
             "trigger_reason": "",
@@ -1172,9 +1188,9 @@ class ContinuousDeployment:
 
     # ---- results ----------------------------------------------------------------------------
     def accuracy_matrix(self) -> pd.DataFrame:
-        """Accuracy on each of the newest ``loop.matrix_windows`` windows' held-out rows (columns, by
-        window) of every version made in them and of every champion that served them (rows, in
-        creation order): a bounded amount of work however long the run."""
+        """Accuracy (a regressor's R²) on each of the newest ``loop.matrix_windows`` windows'
+        held-out rows (columns, by window) of every version made in them and of every champion that
+        served them (rows, in creation order): a bounded amount of work however long the run."""
         if self.state is None:
             return pd.DataFrame()
         last = self.state.next_window
@@ -1189,7 +1205,8 @@ class ContinuousDeployment:
             for j in range(first, last):
                 for version, module in modules.items():
                     if self.reads(module, self.data.present(j)):
-                        rows[version][j - first] = evaluate(module, *self.split(j).holdout).accuracy
+                        scores = evaluate(module, *self.split(j).holdout)
+                        rows[version][j - first] = scores.r2 if self.task == "regression" else scores.accuracy
         return pd.DataFrame.from_dict(rows, orient="index", columns=range(first, last))
 
 

@@ -28,8 +28,9 @@ class RunResult(dict):
     - ``champion`` and ``static``: the version serving now, and v1 never updated (None before v1);
     - ``rows`` and ``table()``: one row per served window (windows.csv), as dicts or a DataFrame;
     - ``served_accuracy`` and ``static_accuracy``: means over the windows whose labels landed, of
-      the served champion and of v1 never updated; ``recent(n)`` is the result over the newest
-      ``n`` windows only;
+      the served champion and of v1 never updated (a regressor's: ``served_mse`` and
+      ``static_mse``; ``served(metric)`` reads any score column); ``recent(n)`` is the result over
+      the newest ``n`` windows only;
     - ``versions`` and ``decisions``: read from the registry when asked, as it is then.
 
     >>> rows = [
@@ -91,6 +92,24 @@ class RunResult(dict):
         """Mean accuracy of v1 never updated on the same windows; NaN before any."""
         return _mean(r.get("static_accuracy") for r in self.rows)
 
+    @property
+    def served_mse(self) -> float:
+        """A regressor's mean squared error, served, averaged over the labelled windows."""
+        return self.served("mse")
+
+    @property
+    def static_mse(self) -> float:
+        """A regressor's mean squared error, v1 never updated, on the same windows."""
+        return self.served("mse", "static")
+
+    @property
+    def task(self) -> str:
+        return "regression" if any(r.get("served_mse") is not None for r in self.rows) else "classification"
+
+    def served(self, metric: str, who: str = "served") -> float:
+        """The mean over labelled windows of the ``{who}_{metric}`` column (``who``: served or static)."""
+        return _mean(r.get(f"{who}_{metric}") for r in self.rows)
+
     def recent(self, n: int = 10) -> RunResult:
         """The result over the newest ``n`` served windows (labelled or not, as summary.json's
         ``recent``): ``result.recent(10).served_accuracy``."""
@@ -123,12 +142,13 @@ class RunResult(dict):
 
     def __repr__(self) -> str:
         # A long run's dict is thousands of rows; the figures a reader looks for first.
+        metric = "mse" if self.task == "regression" else "accuracy"
         shown = {
             "started": self.started,
             "windows": self.windows,
             "champion": self.champion,
-            "served_accuracy": _rounded(self.served_accuracy),
-            "static_accuracy": _rounded(self.static_accuracy),
+            f"served_{metric}": _rounded(self.served(metric)),
+            f"static_{metric}": _rounded(self.served(metric, "static")),
         }
         return f"RunResult({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 

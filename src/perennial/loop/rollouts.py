@@ -6,6 +6,12 @@ replays each following window's rows through the engine, which checkpoints with 
 ``rollout.on=server`` writes a rollout request to the registry, which every server following it runs
 on live traffic (``perennial.serve.rollouts``), and the loop reads the decision there at each window.
 Updates wait while a rollout runs (the loop holds them while ``state.rollout`` is set).
+
+The engine compares models of the task they were built for (``Rollout.for_task``): the stage sets
+it from the candidate it hands over, or on resume from the pipeline stored with the candidate the
+checkpoint names. A regressor's rollout compares squared errors, and its window rows carry the
+``served_mse``, ``served_mae`` and ``served_r2`` of the values served (either arm's), where a
+classifier's carry ``served_accuracy``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from functools import partial
 import numpy as np
 
 from perennial.data.window import Window
+from perennial.evaluate.metrics import RegressionEvaluation
 from perennial.learn.module import ClassifierModule
 from perennial.loop.state import LoopState
 from perennial.registry import Registry
@@ -47,7 +54,11 @@ class RolloutStage:
     def resume(self, state: LoopState) -> None:
         """Continue the rollout a resumed run's checkpoint holds, if any."""
         if state.rollout:
-            self.require(state.rollout["candidate"], state.rollout.get("on", "replay"))
+            candidate_id = state.rollout["candidate"]
+            self.require(candidate_id, state.rollout.get("on", "replay"))
+            # The candidate's task, as when it was handed over (the engine's settings and tests
+            # depend on it): from the pipeline stored with it, without loading its weights.
+            self.engine.for_task(self.stored_task(candidate_id))
             if state.rollout.get("on") != "server":
                 self.engine.load_state_dict(state.rollout, self.salt(state.rollout["candidate"]))
 
@@ -65,6 +76,11 @@ class RolloutStage:
         if state.rollout.get("on") == "server":
             return self.await_decision(t, state, champion, row, watch)
         return self.replay(t, window, state, champion, row, watch, evidence)
+
+    def stored_task(self, version: str) -> str:
+        """The task of ``version`` as its stored input pipeline says (classification without one)."""
+        pipeline = self.registry.load_extra(version, "pipeline") or {}
+        return pipeline.get("task", "classification")
 
     def salt(self, candidate: str) -> str:
         """Each rollout shuffles units by its own salt: the run seed and the candidate."""
@@ -90,6 +106,7 @@ class RolloutStage:
         the registry asks to run it. ``state`` says so at once (updates wait from this window on);
         the registry's request is written inside window ``t``'s transaction: now, or through
         ``defer`` (the loop's list of writes that commit with the window)."""
+        self.engine.for_task(task_of(candidate))
         if self.engine.on == "server":
             state.rollout = {"on": "server", "id": None, "candidate": candidate_id, "windows": 0}
             write = partial(self.request, state, t)
@@ -197,8 +214,8 @@ class RolloutStage:
         in slices of ``FEEDBACK_SLICE`` requests, as a server's feedback arrives: a canary advances
         its step, and any test decides, within the window, as on live traffic, not once a window.
         Once it decides, the rest of the window is answered by the model the decision keeps.
-        Returns the class served for each request. An interleaving is fed the window at once (its
-        lists are seeded per window)."""
+        Returns the class (a regressor's value) served for each request. An interleaving is fed the
+        window at once (its lists are seeded per window)."""
         n = len(window)
         size = n if self.engine.kind == "interleave" else FEEDBACK_SLICE
         units = [f"{window.index}:{u}" for u in window.time]
@@ -210,9 +227,20 @@ class RolloutStage:
             self.engine.feedback(arms, ours[part], theirs[part], window.y[part])  # labels after serving
             if (decision := self.engine.decide()) != "continue":
                 rest = theirs if decision == "promote" else ours
-                answered.append(rest[start + size :].argmax(1))
+                answered.append(self.engine.answers(rest[start + size :]))
                 break
-        return np.concatenate(answered) if answered else np.empty(0, dtype=np.int64)
+        if not answered:
+            return np.empty(0, dtype=np.float64 if self.engine.task == "regression" else np.int64)
+        return np.concatenate(answered)
+
+    def served_scores(self, answered: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+        """The window row's scores of what the rollout served (either arm's answers): accuracy, or a
+        regressor's mean squared and absolute errors and R² (None where undefined)."""
+        if self.engine.task != "regression":
+            return {"served_accuracy": float(np.mean(answered == y))}
+        scores = RegressionEvaluation.of(y, answered)
+        r2 = scores.r2 if np.isfinite(scores.r2) else None
+        return {"served_mse": scores.mse, "served_mae": scores.mae, "served_r2": r2}
 
     def replay(
         self,
@@ -245,7 +273,7 @@ class RolloutStage:
             # Poisoned-looking labels would steer the live test as they would an update: the
             # window neither feeds it nor counts towards rollout.max_windows.
             row |= {
-                "served_accuracy": float(np.mean(answered == window.y)),
+                **self.served_scores(answered, window.y),
                 "rollout": self.engine.kind,
                 "rollout_candidate": candidate_id,
                 "rollout_decision": "held",
@@ -256,7 +284,7 @@ class RolloutStage:
         outcome = self.engine.end_window()
         summary = json_safe(self.engine.summary())
         row |= {
-            "served_accuracy": float(np.mean(answered == window.y)),
+            **self.served_scores(answered, window.y),
             "rollout": self.engine.kind,
             "rollout_candidate": candidate_id,
             "rollout_decision": outcome,
@@ -278,3 +306,8 @@ class RolloutStage:
         state.rollout = None
         self.candidate = ("", None)
         return candidate if outcome == "promote" else champion
+
+
+def task_of(module: ClassifierModule | None) -> str:
+    """What ``module`` answers: ``classification`` (classes) or ``regression`` (a value)."""
+    return getattr(module, "task", "classification")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perennial.data.window import DataError, Stream, Window, holdout_split, present_features
+from perennial.data.window import DataError, Stream, Window, has_label, holdout_split, present_features
 
 # Windows kept in memory: more than the gate's past windows, a drift trigger's sliding reference and
 # a few windows of label delay, which is what a step usually touches.
@@ -80,10 +80,10 @@ class WindowData:
         return self.labelled(w)
 
     def labelled(self, w: int) -> Window:
-        """Window ``w``'s rows that have a label (class id >= 0): all of them, unless the source's
+        """Window ``w``'s rows that have a label (``has_label``): all of them, unless the source's
         labels arrive separately from its inputs and some never landed."""
         window = self[w]
-        known = window.y >= 0
+        known = has_label(window.y)
         if known.all():
             return window
         return replace(window, x=window.x[known], y=window.y[known], time=window.time[known])
@@ -172,8 +172,12 @@ def load_trusted(path: str | Path, stream: Stream) -> tuple[np.ndarray, np.ndarr
             f"gate.trusted file {path}: x has shape {x.shape} and y {y.shape}; "
             f"expected (n, {', '.join(map(str, shape))}) and (n,) with n > 0"
         )
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(stream.classes):
-        raise DataError(f"gate.trusted file {path}: y must be class ids in 0..{len(stream.classes) - 1}")
     if not np.isfinite(x).all():
         raise DataError(f"gate.trusted file {path}: x holds NaN or infinite values")
+    if getattr(stream, "task", "classification") == "regression":
+        if y.dtype.kind not in "iuf" or not np.isfinite(y).all():
+            raise DataError(f"gate.trusted file {path}: y must be finite target values")
+        return x, y.astype(np.float32)
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(stream.classes):
+        raise DataError(f"gate.trusted file {path}: y must be class ids in 0..{len(stream.classes) - 1}")
     return x, y.astype(np.int64)

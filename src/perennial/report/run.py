@@ -19,10 +19,32 @@ ROLLOUT_COLUMNS = ("rollout", "rollout_candidate", "rollout_decision", "rollout_
 ROW_COLUMNS = ("window", "n", "n_labelled", "champion", "served_accuracy", "static_accuracy", "decision")
 
 
+def headline(rows: pd.DataFrame | dict) -> str:
+    """The run's headline metric, from its windows.csv columns or its summary: accuracy, or mse
+    for a regressor."""
+    return "mse" if "served_mse" in rows else "accuracy"
+
+
+def task_scores(rows: pd.DataFrame) -> dict:
+    """The served and static means of the task's scores over the labelled windows."""
+    if headline(rows) == "mse":
+        names = ("served_mse", "static_mse", "served_mae", "static_mae", "served_r2")
+        return {"task": "regression", **{n: _mean(rows[n]) for n in names}}
+    return {
+        "task": "classification",
+        "served_accuracy": _mean(rows["served_accuracy"]),
+        "static_accuracy": _mean(rows["static_accuracy"]),
+        # Accuracy hides a model that never finds a rare class; balanced accuracy does not.
+        "served_balanced_accuracy": _mean(rows.get("served_balanced_accuracy", pd.Series(dtype=float))),
+    }
+
+
 def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, recent: int = 10) -> dict:
-    """The run's headline numbers, from the loop's per-window rows, the registry and the accuracy matrix."""
+    """The run's headline numbers, from the loop's per-window rows, the registry and the accuracy matrix
+    (a regressor's: R²)."""
     # A run that has served no window yet (only its warm-up has landed) still has every column.
-    rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else ROW_COLUMNS)
+    rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else _empty_columns(stream))
+    metric = headline(rows)
     versions = registry.versions()
     champions = [h["version"] for h in registry.champion_history()]
     # Rows of the matrix in the order versions held the champion role, for forgetting and BWT.
@@ -51,14 +73,11 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
             for v in versions
         ],
         "champion": registry.champion(),
-        "served_accuracy": _mean(rows["served_accuracy"]),
-        "static_accuracy": _mean(rows["static_accuracy"]),
-        # Accuracy hides a model that never finds a rare class; balanced accuracy does not.
-        "served_balanced_accuracy": _mean(rows.get("served_balanced_accuracy", pd.Series(dtype=float))),
+        **task_scores(rows),
         "recent": {
             "windows": len(tail),
-            "served_accuracy": _mean(tail["served_accuracy"]),
-            "static_accuracy": _mean(tail["static_accuracy"]),
+            f"served_{metric}": _mean(tail[f"served_{metric}"]),
+            f"static_{metric}": _mean(tail[f"static_{metric}"]),
         },
         "forgetting": forgetting(m, trained) if order else float("nan"),
         "backward_transfer": backward_transfer(m, trained) if order else float("nan"),
@@ -90,7 +109,7 @@ def summarize(state: dict, registry: Registry, matrix: pd.DataFrame, stream, rec
         # With data.label_delay, accuracy counts the windows whose labels landed before the stream
         # ended; a sweep over the delay (perennial-report) shows what the wait costs.
         "label_delay": getattr(stream, "label_delay", 0),
-        "unlabelled_windows": int(rows["served_accuracy"].isna().sum()),
+        "unlabelled_windows": int(rows[f"served_{metric}"].isna().sum()),
         # Rows of labelled windows whose own label never landed (labels arriving apart from inputs).
         "unlabelled_rows": _unlabelled_rows(rows),
         # Windows the screen set aside as poisoned, with the checks that flagged them.
@@ -122,8 +141,11 @@ def guard_line(summary: dict) -> str:
         return ""
     windows = guard["windows"]
     span = f"windows {windows[0]}-{windows[-1]}"
+    metric = headline(guard)
+    shown = "{:.4g}" if metric == "mse" else "{:.3f}"
+    served, static = (shown.format(guard[f"{who}_{metric}"]) for who in ("served", "static"))
     numbers = (
-        f"served {guard['served_accuracy']:.3f} vs static {guard['static_accuracy']:.3f}, "
+        f"served {metric} {served} vs static {static}, "
         f"diff {guard['diff']:+.3f}, upper bound {guard['upper_bound']:+.3f}, p={guard['p_value']:.3g}"
     )
     if guard["worse"]:
@@ -139,6 +161,12 @@ def _unlabelled_rows(rows: pd.DataFrame) -> int:
     return int((labelled["n"] - labelled["n_labelled"]).sum())
 
 
+def _empty_columns(stream) -> tuple:
+    if getattr(stream, "task", "classification") == "regression":
+        return (*ROW_COLUMNS[:4], "served_mse", "static_mse", "decision")
+    return ROW_COLUMNS
+
+
 def _mean(s: pd.Series) -> float:
     value = float(pd.to_numeric(s, errors="coerce").mean())
     return round(value, 6) if not math.isnan(value) else value
@@ -148,8 +176,9 @@ def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFram
     """Write every output file atomically; returns their paths. summary.json goes last: a sweep
     counts a job with one as finished, so a job cut off while plotting is resumed, not skipped."""
     run_dir = Path(run_dir)
-    paths = [run_dir / n for n in ("windows.csv", "accuracy_matrix.csv")]
-    rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else ROW_COLUMNS)
+    matrix_name = "r2_matrix" if getattr(stream, "task", "") == "regression" else "accuracy_matrix"
+    paths = [run_dir / n for n in ("windows.csv", f"{matrix_name}.csv")]
+    rows = pd.DataFrame(state["rows"], columns=None if state["rows"] else _empty_columns(stream))
     atomic_write_text(paths[0], rows.to_csv(index=False))
     atomic_write_text(paths[1], matrix.to_csv(index_label="version"))
     quarantine = stream.quarantine
@@ -164,38 +193,45 @@ def write_outputs(run_dir: Path, summary: dict, state: dict, matrix: pd.DataFram
     if len(quarantine):
         paths.append(run_dir / "quarantine.csv")
         atomic_write_text(paths[-1], quarantine.to_csv(index=False))
-    paths.append(plot_accuracy(rows, run_dir / "accuracy_over_time.png", stream.name))
-    paths.append(plot_matrix(matrix, run_dir / "accuracy_matrix.png"))
+    over_time = "mse_over_time.png" if headline(rows) == "mse" else "accuracy_over_time.png"
+    paths.append(plot_accuracy(rows, run_dir / over_time, stream.name))
+    paths.append(
+        plot_matrix(
+            matrix, run_dir / f"{matrix_name}.png", "R²" if matrix_name == "r2_matrix" else "accuracy"
+        )
+    )
     paths.append(run_dir / "summary.json")
     atomic_write_text(paths[-1], json.dumps(summary, indent=2, default=str) + "\n")
     return paths
 
 
 def plot_accuracy(rows: pd.DataFrame, path: Path, title: str) -> Path:
-    """Served against static accuracy per window, with a marker at every update and its outcome."""
+    """Served against static accuracy (a regressor's MSE) per window, with a marker at every
+    update and its outcome."""
+    metric = headline(rows)
+    served, static = f"served_{metric}", f"static_{metric}"
     fig, ax = figure(10, 4.2)
-    ax.plot(rows["window"], rows["served_accuracy"], label="served (continuously updated champion)", lw=2)
-    ax.plot(rows["window"], rows["static_accuracy"], label="static (v1, never updated)", lw=1.5, ls="--")
+    ax.plot(rows["window"], rows[served], label="served (continuously updated champion)", lw=2)
+    ax.plot(rows["window"], rows[static], label="static (v1, never updated)", lw=1.5, ls="--")
     for decision, marker, color in (("promoted", "^", "tab:green"), ("rejected", "x", "tab:red")):
         hit = rows[rows["decision"] == decision]
         ax.scatter(
             hit["window"],
-            hit["served_accuracy"],
+            hit[served],
             marker=marker,
             color=color,
             zorder=3,
             label=f"update {decision} ({len(hit)})",
         )
-    ax.set(
-        xlabel="window", ylabel="accuracy", title=f"{title}: accuracy on each new window before its labels"
-    )
+    name = "MSE (lower is better)" if metric == "mse" else "accuracy"
+    ax.set(xlabel="window", ylabel=name, title=f"{title}: {name} on each new window before its labels")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left" if metric == "mse" else "lower left", fontsize=8)
     return save(fig, path)
 
 
-def plot_matrix(matrix: pd.DataFrame, path: Path) -> Path:
-    """Heatmap of versions x windows held-out accuracy: forgetting shows as fading to the left."""
+def plot_matrix(matrix: pd.DataFrame, path: Path, metric: str = "accuracy") -> Path:
+    """Heatmap of versions x windows held-out accuracy (or R²): forgetting shows as fading to the left."""
     height = min(12, 1.5 + 0.18 * len(matrix))
     fig, ax = figure(10, height)
     im = ax.imshow(
@@ -203,8 +239,8 @@ def plot_matrix(matrix: pd.DataFrame, path: Path) -> Path:
     )
     step = max(1, len(matrix) // 30)
     ax.set_yticks(np.arange(0, len(matrix), step), matrix.index[::step], fontsize=7)
-    ax.set(xlabel="window (held-out rows)", ylabel="version", title="Accuracy matrix")
-    fig.colorbar(im, ax=ax, label="accuracy")
+    ax.set(xlabel="window (held-out rows)", ylabel="version", title=f"{metric.capitalize()} matrix")
+    fig.colorbar(im, ax=ax, label=metric)
     return save(fig, path)
 
 
@@ -214,13 +250,15 @@ def print_summary(summary: dict, run_dir: Path, console: Console | None = None) 
     table.add_column("measure")
     table.add_column("value", justify="right")
     recent = summary["recent"]
+    metric = headline(summary)
+    shown = "{:.4g}" if metric == "mse" else "{:.3f}"
     lines = [
         ("windows (evaluated)", f"{summary['windows']} ({summary['evaluated_windows']})"),
-        ("served accuracy, updated champion", f"{summary['served_accuracy']:.3f}"),
-        ("static accuracy, v1 never updated", f"{summary['static_accuracy']:.3f}"),
+        (f"served {metric}, updated champion", shown.format(summary[f"served_{metric}"])),
+        (f"static {metric}, v1 never updated", shown.format(summary[f"static_{metric}"])),
         (
             f"served / static, last {recent['windows']} windows",
-            f"{recent['served_accuracy']:.3f} / {recent['static_accuracy']:.3f}",
+            " / ".join(shown.format(recent[f"{who}_{metric}"]) for who in ("served", "static")),
         ),
         ("updates: promoted / rejected", f"{summary['promoted']} / {summary['rejected']}"),
         *(
@@ -243,6 +281,9 @@ def print_summary(summary: dict, run_dir: Path, console: Console | None = None) 
     console.print(table)
     if line := guard_line(summary):
         console.print(line)
-    console.print(
-        f"outputs in {run_dir}: summary.json, windows.csv, accuracy_over_time.png, accuracy_matrix.png"
+    files = (
+        ("mse_over_time.png", "r2_matrix.png")
+        if metric == "mse"
+        else ("accuracy_over_time.png", "accuracy_matrix.png")
     )
+    console.print(f"outputs in {run_dir}: summary.json, windows.csv, {', '.join(files)}")

@@ -5,7 +5,9 @@ feedback, runs shadow, A/B and canary rollouts, and swaps models under load with
 Endpoints: ``POST /predict``, ``POST /rank``, ``POST /feedback``, ``GET /status``, ``GET /metrics``
 and the admin ``POST /rollout``, ``POST /promote``, ``POST /rollback`` (bearer token). See docs/serve.md.
 ``/predict`` and ``/rank`` take rows as numeric arrays, or as raw named rows (``{"temp": 12.3,
-"carrier": "UA"}``) that the version's stored pipeline encodes as its training rows were.
+"carrier": "UA"}``) that the version's stored pipeline encodes as its training rows were. A
+regression version answers ``/predict`` with a value per row (``values``), takes numbers as
+``/feedback`` labels and ranks nothing.
 The HTTP edge both modes share (body parsing, auth, error answers) is ``perennial.serve.edge``.
 """
 
@@ -49,6 +51,9 @@ INLINE_ROWS = 64
 # with the loop's commit): past it the answer says "pending" and a later advance records it.
 FEEDBACK_WAIT_S = 0.5  # named rows beyond this are encoded in a worker thread, off the event loop
 MODES = ("classifier", "recommender")
+# A regressor's label is refused past float32's range, as features are: its squared error must stay
+# finite in the rollout's running sums.
+MAX_LABEL = float(np.finfo(np.float32).max)
 log = logging.getLogger("perennial.serve")
 
 
@@ -155,6 +160,9 @@ class ShadowWorker:
                     ms = 1e3 * (time.perf_counter() - start) / len(batch)
                     cuts = np.cumsum([len(x) for _, x in batch])[:-1]
                     for (request_id, _), p in zip(batch, np.split(predictions, cuts), strict=True):
+                        if not np.isfinite(p).all():  # a regressor's NaN: no pair, as a lost answer
+                            self.metrics.shadow_errors.inc()
+                            continue
                         rows.append((request_id, model.version, p.tolist(), ms))
                 if rows:
                     self.log.write_shadows(rows)
@@ -251,6 +259,13 @@ class ModelServer:
             predictions, probabilities = await self.batcher.predict(model, x)
         else:
             predictions, probabilities = model.predict(x)
+        regression = model.task == "regression"
+        if regression and not np.isfinite(predictions).all():
+            row = int(np.flatnonzero(~np.isfinite(predictions))[0])
+            # Never logged: a NaN answer has no squared error, and the rollouts' sums would break.
+            raise ServeError(
+                500, f"version {model.version} answered a value that is not finite for row {row}"
+            )
         request_id = uuid.uuid4().hex
         if deployment.rollout is not None and deployment.rollout.shadows:
             self.shadow.submit(request_id, [deployment.candidate], x)
@@ -267,6 +282,9 @@ class ModelServer:
         )
         await self.log.log_request(served)  # answered only once its row is committed
         self.metrics.served(arm, len(x))
+        if regression:
+            values = served.predictions
+            return {"request_id": request_id, "arm": arm, "version": model.version, "values": values}
         out = {
             "request_id": request_id,
             "arm": arm,
@@ -288,6 +306,12 @@ class ModelServer:
         interleaving = rollout is not None and rollout.kind == "interleave"
         arm = deployment.route(unit)
         models = [deployment.champion, deployment.candidate] if interleaving else [deployment.model(arm)]
+        if models[0].task == "regression":
+            raise ServeError(
+                422,
+                f"version {models[0].version} is a regressor: it answers a value, not a ranking of "
+                "classes; use /predict",
+            )
         x = _inputs([row], models[0])
         n_classes = None
         rankings = []
@@ -354,7 +378,7 @@ class ModelServer:
         except sqlite3.IntegrityError:
             raise ServeError(409, f"feedback for request_id {request_id!r} was already recorded") from None
 
-    def feedback(self, request_id: str, labels: list[int]) -> dict[str, Any]:
+    def feedback(self, request_id: str, labels: list[int] | list[float]) -> dict[str, Any]:
         row = self._unanswered(request_id)
         if row["teams"] is not None:
             raise ServeError(
@@ -365,6 +389,8 @@ class ModelServer:
             raise ServeError(
                 422, f"{len(labels)} label(s) for request_id {request_id!r}, which had {len(served)} row(s)"
             )
+        if self._task(row["version"], served) == "regression":
+            return self._value_feedback(request_id, row, labels)
         n_classes = self._n_classes(row["version"])
         bad = [label for label in labels if n_classes is not None and label >= n_classes]
         if bad:  # a label no class has would count as a wrong answer and skew every statistic
@@ -380,6 +406,43 @@ class ModelServer:
         if row["rollout"] is not None and row["rollout"] == self.deployment.rollout_id:
             out["rollout"] = self.advance_rollout()
         return out
+
+    def _value_feedback(self, request_id: str, row: dict[str, Any], labels: list) -> dict[str, Any]:
+        """Labels of a request a regressor answered: finite numbers (within float32's range), each the
+        true value of its row; the answer gives the rows' summed squared error."""
+        for i, label in enumerate(labels):
+            if isinstance(label, bool) or not isinstance(label, int | float) or not abs(label) <= MAX_LABEL:
+                field = "label" if len(labels) == 1 else f"labels.{i}"
+                raise ServeError(
+                    422,
+                    f"{field}: {label!r} for request_id {request_id!r}: version {row['version']} is a "
+                    "regressor, and its labels are finite numbers (within float32's range)",
+                )
+        self._write_feedback(request_id, labels)
+        errors = np.asarray(row["predictions"], dtype=np.float64) - np.asarray(labels, dtype=np.float64)
+        squared_error = float(np.sum(errors**2))
+        self.metrics.labelled_values(row["arm"], len(labels), squared_error)
+        out: dict[str, Any] = {"request_id": request_id, "arm": row["arm"], "squared_error": squared_error}
+        if row["rollout"] is not None and row["rollout"] == self.deployment.rollout_id:
+            out["rollout"] = self.advance_rollout()
+        return out
+
+    def answers_values(self, request_id: str) -> bool:
+        """Whether the logged request ``request_id`` was answered by a regressor (False if unknown)."""
+        row = self.log.request(request_id)
+        return row is not None and self._task(row["version"], row["predictions"]) == "regression"
+
+    def _task(self, version: str, predictions: list) -> str:
+        """What the version that served a request answers; for a version gone from the registry, what
+        its logged answers say (a regressor's values are logged as JSON floats, class ids as ints)."""
+        deployment = self.deployment
+        for model in (deployment.champion, deployment.candidate):  # usually: no look-up at all
+            if model is not None and model.version == version:
+                return model.task
+        try:
+            return self.store.load(version).task
+        except UnknownVersion:
+            return "regression" if any(isinstance(p, float) for p in predictions) else "classification"
 
     def _n_classes(self, version: str) -> int | None:
         """The class count of the version that served a request; None when it cannot be told (a version
@@ -456,6 +519,11 @@ class ModelServer:
             return
         try:
             engine = live.engine(record)
+            if engine.task != current.champion.task:
+                raise ValueError(
+                    f"the rollout compares {engine.task} models (settings task={engine.task!r}), but the "
+                    f"champion {current.champion.version} is a {current.champion.task} model"
+                )
             loaded = self._load(record.candidate)
             self._check_fits(loaded, current.champion)
         except (ServeError, ValueError) as err:
@@ -472,6 +540,12 @@ class ModelServer:
 
     @staticmethod
     def _check_fits(candidate: LoadedModel, champion: LoadedModel) -> None:
+        if candidate.task != champion.task:
+            raise ServeError(
+                422,
+                f"candidate {candidate.version} is a {candidate.task} model, the champion "
+                f"{champion.version} a {champion.task} one: they answer different things",
+            )
         if candidate.feature_shape != champion.feature_shape:
             raise ServeError(
                 422,
@@ -519,6 +593,15 @@ class ModelServer:
             if candidate == champion:
                 raise ServeError(422, f"the candidate {candidate} is already the champion")
             settings = dict(settings)
+            task = current.champion.task
+            if settings.get("task", task) != task:
+                raise ServeError(
+                    422,
+                    f"rollout settings task={settings['task']!r}, but the champion {champion} is a "
+                    f"{task} model",
+                )
+            if task == "regression":  # the engine compares squared errors; on every replica
+                settings["task"] = task
             salt = settings.pop("salt", None)  # how units are shuffled: the rollout's, for every replica
             if salt is not None and (not isinstance(salt, str) or not 0 < len(salt) <= 256):
                 raise ServeError(
@@ -758,11 +841,12 @@ def create_app(settings: Any):
 
     from fastapi import APIRouter, Depends, FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, Field, StrictInt, StrictStr
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
     from starlette.concurrency import run_in_threadpool
 
     from perennial.serve.edge import (
         EXTRA_KEYS,
+        INLINE_BODY_BYTES,
         MAX_COLUMN_CHARS,
         BodyLimit,
         BodyLimits,
@@ -771,7 +855,9 @@ def create_app(settings: Any):
         admin_guard,
         install_handlers,
         parse_body,
+        read_body,
         timed_routes,
+        validate_json,
     )
     from perennial.serve.metrics import CONTENT_TYPE
 
@@ -824,6 +910,29 @@ def create_app(settings: Any):
             default=None, min_length=1, max_length=max_rows
         )
         clicks: list[StrictInt] | None = Field(default=None, max_length=max_k)
+
+    class ValueFeedbackRequest(Strict):
+        """Feedback for a request a regressor answered: its labels are finite numbers."""
+
+        request_id: StrictStr = Field(max_length=64)
+        label: float | None = None
+        labels: list[float] | None = Field(default=None, min_length=1, max_length=max_rows)
+        clicks: list[StrictInt] | None = Field(default=None, max_length=max_k)
+
+    class Addressed(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        request_id: StrictStr = Field(max_length=64)
+
+    def value_feedback(body: bytes, refused: ServeError) -> ValueFeedbackRequest:
+        """A /feedback body that class ids refused (``refused``): numbers, if its request was answered
+        by a regressor; for any other request (unknown ones included) the refusal stands."""
+        try:
+            request_id = Addressed.model_validate_json(body).request_id
+        except ValidationError:
+            raise refused from None
+        if not server.answers_values(request_id):
+            raise refused
+        return validate_json(ValueFeedbackRequest, body)
 
     class RolloutRequest(Strict):
         kind: StrictStr
@@ -882,7 +991,14 @@ def create_app(settings: Any):
 
     @app.post("/feedback")
     async def feedback(request: Request) -> dict:
-        body = await parse_body(request, FeedbackRequest, feedback_limit)
+        raw = await read_body(request, feedback_limit)
+        try:
+            if len(raw) > INLINE_BODY_BYTES:
+                body = await run_in_threadpool(validate_json, FeedbackRequest, raw)
+            else:
+                body = validate_json(FeedbackRequest, raw)
+        except ServeError as refused:  # not class ids: a regressor's numbers, or refused as before
+            body = await run_in_threadpool(value_feedback, raw, refused)
         given = [name for name in ("label", "labels", "clicks") if getattr(body, name) is not None]
         if len(given) != 1:
             raise ServeError(

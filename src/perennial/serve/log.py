@@ -82,7 +82,8 @@ class Served:
     version: str
     champion: str
     rollout: int | None  # the id of the rollout running when it was served (rollouts table)
-    predictions: list[int]  # for /rank, the ranked class ids in display order
+    # Class ids (a regressor's values, as JSON floats); for /rank, the ranked class ids in display order
+    predictions: list[int] | list[float]
     latency_ms: float
     at: float = field(default_factory=time.time)
     teams: list[str] | None = None  # /rank only: the version that placed each position
@@ -342,7 +343,9 @@ def analyze(path: str | Path, registry: str | Path | None = None) -> dict[str, A
     recomputed from the log at ``path``: each one's labelled requests replayed, in the order their
     feedback arrived, through a fresh engine of its kind and settings (``perennial.rollout.live``, the
     one the servers ran), so the numbers match what was decided live. Also per arm: requests,
-    labelled rows and accuracy."""
+    labelled rows and accuracy, or for an arm that answered values (a regressor's, which the log
+    keeps as JSON floats where a classifier's class ids are integers) the summed squared error and
+    the mean squared error."""
     from perennial.registry import Registry
     from perennial.serve.rollouts import engine, feedback_after, record_rows
 
@@ -358,14 +361,25 @@ def analyze(path: str | Path, registry: str | Path | None = None) -> dict[str, A
         ).fetchall()
     finally:
         conn.close()
+    squared_error: dict[str, float] = {}  # the arms that answered values
     for row in joined:  # clicks on a ranking are not labels of its rows
-        predictions = np.asarray(json.loads(row["predictions"]))
+        answers = json.loads(row["predictions"])
+        predictions = np.asarray(answers)
         labels = np.asarray(json.loads(row["labels"]))
         stats = arms[row["arm"]]
         stats["labelled"] += len(labels)
-        stats["correct"] += int((predictions == labels).sum())
-    for stats in arms.values():
-        stats["accuracy"] = stats["correct"] / stats["labelled"] if stats["labelled"] else None
+        if any(isinstance(p, float) for p in answers):
+            errors = predictions.astype(np.float64) - labels.astype(np.float64)
+            squared_error[row["arm"]] = squared_error.get(row["arm"], 0.0) + float(np.sum(errors**2))
+        else:
+            stats["correct"] += int((predictions == labels).sum())
+    for arm, stats in arms.items():
+        if arm in squared_error:
+            del stats["correct"]
+            stats["squared_error"] = squared_error[arm]
+            stats["mse"] = squared_error[arm] / stats["labelled"]
+        else:
+            stats["accuracy"] = stats["correct"] / stats["labelled"] if stats["labelled"] else None
     root = Path(registry) if registry is not None else Path(path).parent
     records = []
     if (root / "index.sqlite").exists():

@@ -43,7 +43,8 @@ class _Watched:
 
 
 class Metrics:
-    """Requests, rows, feedback, accuracy, errors, shadow drops and failures, latency per endpoint."""
+    """Requests, rows, feedback, accuracy (a regressor's squared error), errors, shadow drops and
+    failures, latency per endpoint."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -59,6 +60,19 @@ class Metrics:
         )
         self.accuracy = Gauge(
             f"{p}_accuracy", "Accuracy on labelled feedback so far, by arm", ["arm"], registry=r
+        )
+        # A regressor's counterparts of correct rows and accuracy; Prometheus divides them as it likes.
+        self.squared_error = Counter(
+            f"{p}_squared_error",
+            "Sum of the squared errors of labelled rows a regressor answered, by arm",
+            ["arm"],
+            registry=r,
+        )
+        self.mse = Gauge(
+            f"{p}_mse",
+            "Mean squared error on a regressor's labelled feedback so far, by arm",
+            ["arm"],
+            registry=r,
         )
         self.errors = Counter(
             f"{p}_errors", "Requests refused or failed, by HTTP status", ["code"], registry=r
@@ -84,6 +98,8 @@ class Metrics:
         self._lock = threading.Lock()  # labelled and correct move together, for the accuracy gauge
         self._labelled: dict[str, int] = defaultdict(int)
         self._correct: dict[str, int] = defaultdict(int)
+        self._value_rows: dict[str, int] = defaultdict(int)
+        self._squared_error: dict[str, float] = defaultdict(float)
         self._watched = _Watched()
         r.register(self._watched)
 
@@ -99,6 +115,16 @@ class Metrics:
             self._labelled[arm] += rows
             self._correct[arm] += correct
             self.accuracy.labels(arm).set(self._correct[arm] / self._labelled[arm])
+
+    def labelled_values(self, arm: str, rows: int, squared_error: float) -> None:
+        """Feedback on ``rows`` rows a regressor answered, whose squared errors sum to ``squared_error``."""
+        self.feedback.inc()
+        self.feedback_rows.labels(arm).inc(rows)
+        self.squared_error.labels(arm).inc(squared_error)
+        with self._lock:
+            self._value_rows[arm] += rows
+            self._squared_error[arm] += squared_error
+            self.mse.labels(arm).set(self._squared_error[arm] / self._value_rows[arm])
 
     def error(self, status: int) -> None:
         self.errors.labels(str(status)).inc()

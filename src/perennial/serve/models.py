@@ -27,7 +27,7 @@ import torch
 
 from perennial.data.encoding import TableEncoding
 from perennial.data.pipeline import InputPipeline
-from perennial.learn.module import ClassifierModule, build_classifier
+from perennial.learn.module import ClassifierModule, build_model
 from perennial.registry import CorruptVersion, Registry, RegistryIndexError, UnknownVersion
 from perennial.rollout.live import Rollout
 
@@ -126,11 +126,21 @@ class LoadedModel:
         """The pipeline, or for a model built without one, one that takes numeric arrays only."""
         return self.pipeline if self.pipeline is not None else InputPipeline(self.feature_shape)
 
+    @property
+    def task(self) -> str:
+        """What it answers: ``classification`` (a class per row) or ``regression`` (a value)."""
+        return getattr(self.module, "task", "classification")
+
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids and class probabilities for rows ``x`` of shape ``(n, *feature_shape)``."""
+        """Class ids and class probabilities for rows ``x`` of shape ``(n, *feature_shape)``; for a
+        regressor its values ``(n,)`` and the same as its outputs ``(n, 1)``."""
         with torch.inference_mode():
             inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-            probabilities = torch.softmax(self.module(inputs).float(), dim=1).cpu()
+            outputs = self.module(inputs).float()
+            if self.task == "regression":
+                values = outputs.cpu().numpy()
+                return values[:, 0], values
+            probabilities = torch.softmax(outputs, dim=1).cpu()
         return probabilities.argmax(1).numpy(), probabilities.numpy()
 
 
@@ -139,7 +149,7 @@ def build_served(
 ) -> ClassifierModule:
     """An untrained module of the stored ``model`` group for ``pipeline``'s inputs and classes, as
     narrow as ``schema`` says (``known_classes``, ``n_features``): what the training run built
-    (``perennial.learn.module.build_classifier``), so its weights load. The group is instantiated by Hydra:
+    (``perennial.learn.module.build_model``), so its weights load. The group is instantiated by Hydra:
     check it with :func:`check_targets` first."""
     from hydra.utils import instantiate
 
@@ -151,7 +161,9 @@ def build_served(
     # A pretrained backbone's weights file (model.weights) is where training started; the version's
     # own weights replace it, so the server neither needs that file nor reads it.
     factory = instantiate({k: v for k, v in dict(model).items() if k != "weights"})
-    return build_classifier(factory, pipeline.feature_shape, len(pipeline.classes), known, n_features)
+    return build_model(
+        factory, pipeline.feature_shape, len(pipeline.classes), known, n_features, task=pipeline.task
+    )
 
 
 class ModelStore:
@@ -246,7 +258,7 @@ class ModelStore:
             pipeline = InputPipeline.from_dict(stored)
         except ValueError as err:
             raise UnservableVersion(version, f"its {PIPELINE} extra is unusable: {err}") from None
-        if not pipeline.classes:
+        if not pipeline.classes and pipeline.task != "regression":
             raise UnservableVersion(version, f"its {PIPELINE} extra lists no classes")
         return pipeline
 
@@ -306,6 +318,15 @@ def _legacy_pipeline(shape: tuple[int, ...], preprocessing: Mapping[str, Any] | 
 
 def _smoke_test(loaded: LoadedModel) -> None:
     """One forward pass on two rows of zeros: a module that cannot answer, or answers NaN, never serves."""
+    if loaded.task == "regression":
+        _, values = loaded.predict(np.zeros((2, *loaded.feature_shape), dtype=np.float32))
+        if values.shape != (2, 1):
+            raise UnservableVersion(
+                loaded.version, f"a forward pass on 2 rows gave values of shape {values.shape}"
+            )
+        if not np.isfinite(values).all():
+            raise UnservableVersion(loaded.version, "a forward pass on zeros gives NaN or infinite values")
+        return
     _, probabilities = loaded.predict(np.zeros((2, *loaded.feature_shape), dtype=np.float32))
     if probabilities.ndim != 2 or probabilities.shape[0] != 2 or probabilities.shape[1] < 1:
         raise UnservableVersion(
@@ -339,4 +360,3 @@ class Deployment:
 
     def route(self, unit: str) -> str:
         return self.rollout.route(unit) if self.rollout is not None else self.champion.version
-

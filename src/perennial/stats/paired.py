@@ -5,6 +5,8 @@ matching p-values, and the smallest drop a set of rows can tell apart from no ch
 The difference is ``Δ = metric(candidate) - metric(champion)``. For accuracy only the discordant
 rows carry information: ``gained`` rows the candidate gets right and the champion wrong, ``lost``
 rows the reverse, so ``Δ = (gained - lost) / n``.
+
+A regressor's per-row losses compare as a ratio: ``perennial.stats.ratio``.
 """
 
 from __future__ import annotations

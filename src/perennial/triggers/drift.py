@@ -18,11 +18,12 @@ class DriftTrigger(Trigger):
     """Fires when ``detector`` finds drift in the newest window.
 
     - ``compare``: what is compared (by default what the detector is made for). ``inputs`` (the raw
-      features), ``embeddings`` (the champion's
-      penultimate layer) or ``predictions`` (the champion's predicted classes) need no labels and
+      features), ``embeddings`` (the champion's penultimate layer) or ``predictions`` (the
+      champion's class probabilities, or a regressor's predicted values) need no labels and
       go to a two-sample detector (``UnivariateDrift``, ``MMDDrift``, ``PredictionShift``);
-      ``errors`` feeds the champion's 0/1 errors, row by row, to a streaming detector (``ADWIN``,
-      ``PageHinkley``), which resets after each update because the new model errs differently.
+      ``errors`` feeds the champion's 0/1 errors (a regressor's absolute residuals over its
+      target's scale), row by row, to a streaming detector (``ADWIN``, ``PageHinkley``), which
+      resets after each update because the new model errs differently.
     - ``reference``: ``champion`` compares with the rows the champion was trained on;
       ``sliding`` with the ``sliding_windows`` windows just before the new one.
     - ``max_reference_rows`` caps the reference (a seeded subsample), so a test costs the same on
@@ -93,21 +94,33 @@ class DriftTrigger(Trigger):
             return obs.champion.embed(reference).numpy(), obs.champion.embed(current).numpy()
         current_p = obs.probabilities
         if current_p is None:
-            current_p = obs.champion.predict_logits(current).softmax(1).numpy()
-        return obs.champion.predict_logits(reference).softmax(1).numpy(), current_p
+            current_p = obs.champion.predict_outputs(current)
+        if getattr(obs.champion, "task", "") == "regression" and self._detector.name == "prediction_shift":
+            raise ValueError(
+                "trigger/detector=prediction_shift compares predicted classes; a regressor predicts "
+                "values: use trigger/detector=univariate (or mmd) with trigger.compare=predictions"
+            )
+        return obs.champion.predict_outputs(reference), current_p
 
     def _stream(self, obs: Observation) -> dict:
         if obs.probabilities is None:
             raise ValueError(
                 "trigger.compare='errors' needs the champion's predictions (Observation.probabilities)"
             )
-        errors = (obs.probabilities.argmax(1) != obs.window.y).astype(float)
+        y = obs.window.y
+        if y.dtype.kind == "f":  # a regressor: its absolute residuals, on the target's learned scale
+            scale = float(getattr(obs.champion, "target_scale", 1.0)) or 1.0
+            errors = np.abs(obs.probabilities[:, 0].astype(float) - y.astype(float)) / scale
+            what = "the absolute residuals"
+        else:
+            errors = (obs.probabilities.argmax(1) != y).astype(float)
+            what = "the error rate"
         detected_at = [i for i, e in enumerate(errors) if self._detector.update(float(e))]
         drift = bool(detected_at)
         reason = (
-            f"change in the error rate detected at row {detected_at[0]} of {len(errors)}"
+            f"change in {what} detected at row {detected_at[0]} of {len(errors)}"
             if drift
-            else f"no change in the error rate over {len(errors)} rows"
+            else f"no change in {what} over {len(errors)} rows"
         )
         return DriftResult(
             detector=self._detector.name,
