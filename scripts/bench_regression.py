@@ -93,6 +93,11 @@ def report(rows: list[dict], windows: int, seconds: float, load: str) -> str:
         f"({stateful['recent_served'] / stateless['recent_served']:.3f} over the last {RECENT}), "
         f"samples processed ratio {stateful['samples'] / stateless['samples']:.3f}, train seconds ratio "
         f"{stateful['train_seconds'] / stateless['train_seconds']:.3f}.",
+        "- The two runs go one after another, and other work may share the machine (the load average",
+        "  above): the samples ratio is exact, the seconds ratio indicative only.",
+        "- Two days whose sea-level pressure holds a missing-value code (94 standard deviations out) are",
+        "  set aside by the stream (`quarantined_rows` 2): one such day made a window's MSE 40 times its",
+        "  neighbours' and drove the guard's comparison.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -169,24 +169,25 @@ class PromotionGate:
         trusted_candidate: Evaluation | None = None,
         trusted_champion: Evaluation | None = None,
     ) -> GateDecision:
-        self.for_task(fresh_candidate.task)
-        if fresh_candidate.task == "regression":
-            return self.decide_regression(
-                fresh_candidate,
-                fresh_champion,
-                past_candidate,
-                past_champion,
-                trusted_candidate,
-                trusted_champion,
-            )
-        name = self.metric or HEADLINE["classification"]
-        diff = fresh_candidate.value(name) - fresh_champion.value(name)
-        test = "score" if self.test == "auto" and name == "accuracy" else self.test
-        test = test if name == "accuracy" else "bootstrap"
-        lower, p, detectable = self.fresh_bounds(test, fresh_candidate, fresh_champion)
+        task = fresh_candidate.task
+        self.for_task(task)
+        regression = task == "regression"
+        # A regressor's R² orders models on the same rows exactly as its MSE does.
+        name = self.metric if self.metric in ("mse", "mae") or not regression else "mse"
+        name = name or HEADLINE[task]
+        if regression:
+            test = "t" if self.test == "auto" else self.test
+            bounds = self.regression_bounds(test, name, fresh_candidate, fresh_champion)
+        else:
+            test = "score" if self.test == "auto" and name == "accuracy" else self.test
+            test = test if name == "accuracy" else "bootstrap"
+            bounds = self.fresh_bounds(test, fresh_candidate, fresh_champion)
+        lower, p, detectable = bounds
+        diff = difference(name, fresh_candidate, fresh_champion)
+        # Differences are absolute for a classifier's metrics, relative for a regressor's losses.
+        shown = "{:+.1%}" if regression else "{:+.3f}"
         numbers = {
-            "fresh_candidate_accuracy": fresh_candidate.accuracy,
-            "fresh_champion_accuracy": fresh_champion.accuracy,
+            **levels("fresh", name, fresh_candidate, fresh_champion),
             "fresh_diff": diff,
             "fresh_lower_bound": lower,
             "p_value": p,
@@ -195,18 +196,13 @@ class PromotionGate:
             "test": test,
             "n_fresh": fresh_candidate.n,
         }
-        if name != "accuracy":
-            numbers |= {
-                f"fresh_candidate_{name}": fresh_candidate.value(name),
-                f"fresh_champion_{name}": fresh_champion.value(name),
-            }
         # NaN (no fresh rows) is no evidence, so it holds the candidate back too; but no metric in
         # [0, 1] can drop by more than 1, so tolerance 1 passes everyone without looking.
         if self.tolerance < 1 and not lower > -self.tolerance:
             reason = (
                 f"not shown within {self.tolerance:g} of the champion on fresh data: {name} diff "
-                f"{diff:+.3f}, {1 - self.alpha:.0%} lower bound {lower:+.3f} (p={p:.3g}; "
-                f"{fresh_candidate.n} rows can tell apart drops of {detectable:.3f})"
+                f"{shown.format(diff)}, {1 - self.alpha:.0%} lower bound {shown.format(lower)} (p={p:.3g}; "
+                f"{fresh_candidate.n} rows can tell apart drops of {shown.format(detectable)[1:]})"
             )
             return GateDecision(False, reason, numbers)
         # Then the trusted reference set, then forgetting: the drop in the metric may not pass the
@@ -220,79 +216,17 @@ class PromotionGate:
         for prefix, candidate, champion, tolerance, failure in held_out:
             if candidate is None or champion is None or candidate.n == 0:
                 continue
-            drop = champion.value(name) - candidate.value(name)
+            drop = -difference(name, candidate, champion)
             numbers |= {
-                f"{prefix}_candidate_accuracy": candidate.accuracy,
-                f"{prefix}_champion_accuracy": champion.accuracy,
+                **levels(prefix, name, candidate, champion),
                 f"{prefix}_drop": drop,
                 f"n_{prefix}": candidate.n,
             }
             if drop > tolerance:
-                return GateDecision(False, f"{failure}: {name} {drop:.3f} below the champion", numbers)
-        return GateDecision(True, f"fresh diff {diff:+.3f}, lower bound {lower:+.3f} (p={p:.3g})", numbers)
-
-    def decide_regression(
-        self,
-        fresh_candidate: RegressionEvaluation,
-        fresh_champion: RegressionEvaluation,
-        past_candidate: RegressionEvaluation | None = None,
-        past_champion: RegressionEvaluation | None = None,
-        trusted_candidate: RegressionEvaluation | None = None,
-        trusted_champion: RegressionEvaluation | None = None,
-    ) -> GateDecision:
-        """A regressor's gate: the same rule on the relative difference of a mean per-row loss,
-        ``Δ = 1 - loss(candidate) / loss(champion)`` (MSE or MAE; positive when the candidate errs
-        less). ``tolerance`` is relative: 0.05 lets a candidate be up to 5% worse in MSE. The fresh
-        test is Fieller's paired t bound on the ratio (``test=t``, the default) or the paired
-        bootstrap; the trusted and forgetting checks compare the relative change of the loss."""
-        # On the same rows R² orders models exactly as MSE does.
-        name = self.metric if self.metric in ("mse", "mae") else "mse"
-        test = "t" if self.test == "auto" else self.test
-        ours, theirs = fresh_candidate.value(name), fresh_champion.value(name)
-        diff = 1 - ours / theirs if theirs > 0 else float("nan")
-        lower, p, detectable = self.regression_bounds(test, name, fresh_candidate, fresh_champion)
-        numbers = {
-            f"fresh_candidate_{name}": ours,
-            f"fresh_champion_{name}": theirs,
-            "fresh_diff": diff,
-            "fresh_lower_bound": lower,
-            "p_value": p,
-            "min_detectable_drop": detectable,
-            "metric": name,
-            "test": test,
-            "n_fresh": fresh_candidate.n,
-        }
-        if self.tolerance < 1 and not lower > -self.tolerance:
-            reason = (
-                f"not shown within {self.tolerance:.0%} of the champion's {name} on fresh data: "
-                f"{name} {ours:.4g} against {theirs:.4g} ({diff:+.1%}), {1 - self.alpha:.0%} lower bound "
-                f"{lower:+.1%} (p={p:.3g}; {fresh_candidate.n} rows can tell apart {detectable:.1%} worse)"
-            )
-            return GateDecision(False, reason, numbers)
-        held_out = (
-            (
-                "trusted",
-                trusted_candidate,
-                trusted_champion,
-                self.trusted_tolerance,
-                "worse on the trusted set",
-            ),
-            ("past", past_candidate, past_champion, self.forgetting_tolerance, "forgets earlier windows"),
-        )
-        for prefix, candidate, champion, tolerance, failure in held_out:
-            if candidate is None or champion is None or candidate.n == 0:
-                continue
-            champ_loss = champion.value(name)
-            worse = candidate.value(name) / champ_loss - 1 if champ_loss > 0 else 0.0
-            numbers |= {
-                f"{prefix}_candidate_{name}": candidate.value(name),
-                f"{prefix}_champion_{name}": champ_loss,
-                f"{prefix}_drop": worse,
-                f"n_{prefix}": candidate.n,
-            }
-            if worse > tolerance:
-                return GateDecision(False, f"{failure}: {name} {worse:.1%} above the champion's", numbers)
-        return GateDecision(True, f"fresh {name} {diff:+.1%}, lower bound {lower:+.1%} (p={p:.3g})", numbers)
+                worse = f"{drop:.1%} above" if regression else f"{drop:.3f} below"
+                return GateDecision(False, f"{failure}: {name} {worse} the champion's", numbers)
+        reason = f"fresh {name} diff {shown.format(diff)}, lower bound {shown.format(lower)} (p={p:.3g})"
+        return GateDecision(True, reason, numbers)
 
     def regression_bounds(
         self, test: str, name: str, candidate: RegressionEvaluation, champion: RegressionEvaluation
@@ -345,6 +279,27 @@ class PromotionGate:
             bootstrap_noninferiority_pvalue(differences, self.tolerance),
             normal_min_detectable_drop(spread, self.alpha, POWER),
         )
+
+
+def difference(name: str, candidate: Evaluation | RegressionEvaluation, champion) -> float:
+    """How much better the candidate is on ``name``: ``Δ = metric(candidate) - metric(champion)``
+    for a classifier, ``Δ = 1 - loss(candidate) / loss(champion)`` for a regressor's loss (relative,
+    so that one tolerance means the same on any target's scale; NaN when the champion's loss is 0)."""
+    ours, theirs = candidate.value(name), champion.value(name)
+    if candidate.task == "regression":
+        return 1 - ours / theirs if theirs > 0 else float("nan")
+    return ours - theirs
+
+
+def levels(prefix: str, name: str, candidate: Evaluation | RegressionEvaluation, champion) -> dict:
+    """Both models' scores for a decision's numbers: accuracy always for a classifier (and ``name``
+    beside it), the loss for a regressor."""
+    names = [name] if candidate.task == "regression" or name == "accuracy" else ["accuracy", name]
+    return {
+        f"{prefix}_{who}_{n}": model.value(n)
+        for n in names
+        for who, model in (("candidate", candidate), ("champion", champion))
+    }
 
 
 def metric_bootstrap_differences(
