@@ -96,8 +96,8 @@ def report(rows: list[dict], windows: int, seconds: float, load: str) -> str:
         "- The two runs go one after another, and other work may share the machine (the load average",
         "  above): the samples ratio is exact, the seconds ratio indicative only.",
         "- Two days whose sea-level pressure holds a missing-value code (94 standard deviations out) are",
-        "  set aside by the stream (`quarantined_rows` 2): one such day made a window's MSE 40 times its",
-        "  neighbours' and drove the guard's comparison.",
+        "  set aside by the stream (`quarantined_rows` 2): one such day made a window's MSE about 45 times",
+        "  its neighbours' and drove the guard's comparison.",
     ]
     return "\n".join(lines) + "\n"
 

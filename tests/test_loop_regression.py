@@ -21,6 +21,7 @@ from perennial.evaluate.served import compare_served, paired_sums, pooled_served
 from perennial.learn.module import RegressorModule, build_model
 from perennial.learn.strategies import DER, EWC, LwF
 from perennial.registry import Registry
+from perennial.report.sweep import collect, write_outputs
 from perennial.rollout.live import make_rollout
 from perennial.triggers import DriftTrigger, Observation, PerformanceTrigger
 
@@ -272,6 +273,11 @@ def test_a_users_csv_with_a_numeric_target_runs_from_the_command_line(tmp_path):
     for name in ("windows.csv", "r2_matrix.csv", "mse_over_time.png", "r2_matrix.png"):
         assert (tmp_path / "run" / name).exists(), name
     assert "served mse" in done.stdout
+    # perennial-report reads it as a regression run: its figures are MSE, its plots drawn.
+    report = collect(tmp_path / "run")
+    assert report.metric == "mse" and "served mse" in report.figures and "served acc" not in report.figures
+    written = write_outputs(report, tmp_path / "report")
+    assert "served mse" in (tmp_path / "report" / "report.md").read_text() and len(written) == 4
 
 
 def test_a_non_numeric_regression_target_is_a_clear_error_from_the_command_line(tmp_path):

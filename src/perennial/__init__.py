@@ -38,6 +38,8 @@ _EXPORTS = {
     # models, updates, replay and anti-forgetting strategies
     "MLP": "perennial.learn",
     "SmallCNN": "perennial.learn",
+    "ResNet18": "perennial.learn",
+    "UserModule": "perennial.learn",
     "StatefulUpdate": "perennial.learn",
     "StatelessUpdate": "perennial.learn",
     "HybridUpdate": "perennial.learn",
@@ -92,6 +94,7 @@ __all__ = [
     "PromotionGate",
     "Registry",
     "ReplayBuffer",
+    "ResNet18",
     "ReservoirBuffer",
     "RunResult",
     "Shadow",
@@ -102,6 +105,7 @@ __all__ = [
     "SyntheticStream",
     "TableStream",
     "TimeTrigger",
+    "UserModule",
     "VolumeTrigger",
     "WeatherStream",
     "Window",
@@ -137,9 +141,11 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
         LwF,
         ReplayBuffer,
         ReservoirBuffer,
+        ResNet18,
         SmallCNN,
         StatefulUpdate,
         StatelessUpdate,
+        UserModule,
     )
     from perennial.loop import ContinuousDeployment, LoopSettings
     from perennial.loop.result import RunResult

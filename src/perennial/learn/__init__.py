@@ -1,7 +1,7 @@
 """Models and training: backbones, the LightningModule, replay buffers and the two update kinds."""
 
 from perennial.learn.backbones import MLP, ResNet18, SmallCNN
-from perennial.learn.module import ClassifierModule
+from perennial.learn.module import ClassifierModule, RegressorModule
 from perennial.learn.replay import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer
 from perennial.learn.strategies import DER, EWC, LwF, Regularizer
 from perennial.learn.updater import HybridUpdate, StatefulUpdate, StatelessUpdate, TrainedCandidate, Update
@@ -15,6 +15,7 @@ __all__ = [
     "ClassifierModule",
     "HybridUpdate",
     "LwF",
+    "RegressorModule",
     "Regularizer",
     "ReplayBuffer",
     "ResNet18",

@@ -86,6 +86,18 @@ class SweepReport:
         twins = [j for j in self.jobs if self.settings(j) == settings]
         return settings if len(twins) == 1 else f"{job.name}: {settings}"
 
+    @property
+    def metric(self) -> str:
+        """The headline metric of the finished jobs: accuracy, or mse for a sweep of regressors."""
+        regression = any("served_mse" in (j.summary or {}) for j in self.finished)
+        return "mse" if regression else "accuracy"
+
+    @property
+    def figures(self) -> list[str]:
+        """HEADLINE's headings for this sweep: the metric's columns, and the rest."""
+        other = "mse" if self.metric == "accuracy" else "acc"
+        return [f for f in HEADLINE if not f.endswith(f" {other}")]
+
     def table(self) -> pd.DataFrame:
         """One row per finished job: its path, its swept settings and every flattened summary field."""
         rows = [
@@ -161,9 +173,9 @@ def read_job(path: Path, root: Path) -> Job:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         job.problem = f"summary.json unreadable: {err}"
         return job
-    if not isinstance(summary, dict) or "served_accuracy" not in summary:
+    if not isinstance(summary, dict) or not {"served_accuracy", "served_mse"} & set(summary):
         # e.g. a perennial-freshness study, which writes a summary.json of another shape
-        job.problem = "summary.json is not a perennial-run summary (no served_accuracy)"
+        job.problem = "summary.json is not a perennial-run summary (no served_accuracy or served_mse)"
         return job
     job.summary = flatten(summary)
     job.windows = _read_windows(path / "windows.csv")
@@ -175,7 +187,8 @@ def _read_windows(path: Path) -> pd.DataFrame | None:
         rows = pd.read_csv(path)
     except (OSError, ValueError):  # missing, empty or garbled: the job stays in the table, off the plot
         return None
-    return rows if {"window", "served_accuracy"} <= set(rows.columns) else None
+    served = {"served_accuracy", "served_mse"} & set(rows.columns)
+    return rows if "window" in rows.columns and served else None
 
 
 def _read_overrides(path: Path) -> dict[str, str]:
@@ -275,6 +288,9 @@ HEADLINE: dict[str, Callable[[dict], str]] = {  # heading -> its cell from a fla
     "served acc": _field("served_accuracy", "{:.3f}"),
     "recent served acc": _field("recent.served_accuracy", "{:.3f}"),
     "static acc": _field("static_accuracy", "{:.3f}"),
+    "served mse": _field("served_mse", "{:.4g}"),
+    "recent served mse": _field("recent.served_mse", "{:.4g}"),
+    "static mse": _field("static_mse", "{:.4g}"),
     "updates": _field("updates", "{:d}"),
     "promoted / rejected": _promoted_rejected,
     "versions": _field("versions", "{:d}"),
@@ -288,9 +304,11 @@ HEADLINE: dict[str, Callable[[dict], str]] = {  # heading -> its cell from a fla
 SCREEN = ("served acc", "recent served acc", "forgetting")
 
 
-def cells(report: SweepReport, job: Job, figures: Sequence[str] = tuple(HEADLINE)) -> list[str]:
-    """A finished job's row: its path, its swept settings and the ``figures`` named (HEADLINE's keys)."""
+def cells(report: SweepReport, job: Job, figures: Sequence[str] | None = None) -> list[str]:
+    """A finished job's row: its path, its swept settings and the ``figures`` named (HEADLINE's keys;
+    by default the report's)."""
     summary = job.summary or {}
+    figures = report.figures if figures is None else figures
     return [
         job.name,
         *(job.overrides.get(k, "") for k in report.swept),
@@ -306,7 +324,9 @@ def markdown(report: SweepReport, plots: Sequence[Path] = ()) -> str:
         f"Every summary field, one row per job, is in {OUTPUTS['csv']}.",
         "",
         *(
-            _markdown_table(["job", *report.swept, *HEADLINE], [cells(report, j) for j in report.finished])
+            _markdown_table(
+                ["job", *report.swept, *report.figures], [cells(report, j) for j in report.finished]
+            )
             if report.finished
             else ["No job finished."]
         ),
@@ -346,7 +366,8 @@ def print_report(
     console: Console | None = None,
 ) -> None:
     console = console or Console()
-    figures = (*SCREEN, COMPUTE[compute][0])
+    screen = SCREEN if report.metric == "accuracy" else ("served mse", "recent served mse", "forgetting")
+    figures = (*screen, COMPUTE[compute][0])
     # Text cells: a job path or override value with brackets in it is not rich markup.
     table = Table(
         title=f"perennial report: {report.root}",
@@ -401,7 +422,7 @@ def plot_accuracy_vs_compute(report: SweepReport, path: Path, compute: str) -> P
     points: dict[tuple[float, float], list[str]] = {}
     for job in report.finished:
         summary = job.summary or {}
-        x, y = summary.get(f"compute.{compute}"), summary.get("served_accuracy")
+        x, y = summary.get(f"compute.{compute}"), summary.get(f"served_{report.metric}")
         if _is_number(x) and _is_number(y):
             points.setdefault((x, y), []).append(report.label(job))
     fig, ax = figure(8, 5)
@@ -413,10 +434,11 @@ def plot_accuracy_vs_compute(report: SweepReport, path: Path, compute: str) -> P
     if xs and min(xs) > 0 and max(xs) / min(xs) > LOG_SCALE_RATIO:
         ax.set_xscale("log")
     ax.margins(x=0.25, y=0.1)  # room for the labels of the rightmost and topmost points
+    name = "MSE" if report.metric == "mse" else "accuracy"
     ax.set(
         xlabel=COMPUTE[compute][1],
-        ylabel="served accuracy (mean over evaluated windows)",
-        title="Served accuracy against training compute",
+        ylabel=f"served {name} (mean over evaluated windows)",
+        title=f"Served {name} against training compute",
     )
     ax.grid(alpha=0.3)
     return save(fig, path)
@@ -425,10 +447,11 @@ def plot_accuracy_vs_compute(report: SweepReport, path: Path, compute: str) -> P
 def plot_accuracy_over_time(report: SweepReport, path: Path) -> Path:
     """Served accuracy on each new window, before its labels, one line per finished job."""
     fig, ax = figure(10, 4.5)
+    column, name = f"served_{report.metric}", "MSE" if report.metric == "mse" else "accuracy"
     for job in report.finished:
-        if job.windows is not None:
-            ax.plot(job.windows["window"], job.windows["served_accuracy"], lw=1.5, label=report.label(job))
-    ax.set(xlabel="window", ylabel="served accuracy", title="Served accuracy over time")
+        if job.windows is not None and column in job.windows:
+            ax.plot(job.windows["window"], job.windows[column], lw=1.5, label=report.label(job))
+    ax.set(xlabel="window", ylabel=f"served {name}", title=f"Served {name} over time")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # windows are counted, never fractional
     ax.grid(alpha=0.3)
     if ax.lines:
