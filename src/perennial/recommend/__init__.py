@@ -8,6 +8,8 @@
 - ``SessionStore`` (``perennial.recommend.sessions``): live sessions with a time-to-live, an LRU
   bound and per-unit rate limits;
 - ``LiveRecommender`` (``perennial.recommend.live``): rank and feedback per unit, as the server runs them;
+- ``SessionRecommender`` (``perennial.recommend.session_model``): a GRU over a session's items that
+  ranks the catalogue for the next one, trained window by window by ``SessionLearner``;
 - ``perennial.recommend.cold_start``: replaying held-out users as cold users, and interleaving.
 """
 
@@ -15,6 +17,7 @@ from perennial.recommend.cold_start import ColdStartReport, ColdUser, cold_users
 from perennial.recommend.continual import ContinualRecommender, RatingsReservoir, UpdateOutcome
 from perennial.recommend.live import BadFeedback, LiveRecommender
 from perennial.recommend.model import Recommender
+from perennial.recommend.session_model import SessionLearner, SessionRecommender, SessionState, SessionUpdate
 from perennial.recommend.sessions import (
     RateLimited,
     Session,
@@ -36,7 +39,11 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionExpired",
+    "SessionLearner",
+    "SessionRecommender",
+    "SessionState",
     "SessionStore",
+    "SessionUpdate",
     "UnknownSession",
     "UpdateOutcome",
     "cold_users",
