@@ -62,13 +62,16 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_serve.py --bad-bodies
 	$(PY) scripts/bench_poisoning.py
 	$(PY) scripts/bench_gate.py
-	$(PY) scripts/bench_cold_start.py
+	$(PY) scripts/bench_cold_start.py --write
 	$(PY) scripts/bench_do_no_harm.py
 	$(PY) scripts/bench_categoricals.py
 	$(PY) scripts/bench_loop_overhead.py --write
 	$(PY) scripts/bench_partitions.py --write
 	$(PY) scripts/bench_nightly.py --write
 	$(PY) scripts/bench_closed_loop.py --write
+	$(PY) scripts/bench_regression_gate.py --write
+	$(PY) scripts/bench_regression.py --write
+	$(PY) scripts/bench_pretrained.py --write
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
