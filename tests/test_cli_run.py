@@ -141,12 +141,28 @@ def test_a_challenger_line_runs_from_the_command_line_and_a_bad_preset_is_named(
     assert "challenger.model='resnet' is not a preset of conf/model" in bad.stderr
 
 
-# experiment/ holds whole-sweep presets (tests/test_sweeps.py composes them); hydra/ holds launchers.
+# experiment/ holds whole-sweep presets (tests/test_sweeps.py composes them); hydra/ holds launchers;
+# recommender/ is perennial-recommend's group (test_every_recommender_config_builds).
 GROUPS = {
     p.name: sorted(f.stem for f in p.glob("*.yaml"))
     for p in Path(CONF_DIR).iterdir()
-    if p.is_dir() and p.name not in ("experiment", "hydra")
+    if p.is_dir() and p.name not in ("experiment", "hydra", "recommender")
 }
+
+
+@pytest.mark.parametrize("option", sorted(f.stem for f in (Path(CONF_DIR) / "recommender").glob("*.yaml")))
+def test_every_recommender_config_builds(option, tmp_path):
+    from omegaconf import OmegaConf
+
+    from perennial.recommend import ContinualRecommender, SessionUpdater
+    from perennial.registry import Registry
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="recommend", overrides=[f"recommender={option}"])
+    settings = OmegaConf.to_container(cfg.recommender, resolve=True)
+    kinds = {"matrix_factorization": ContinualRecommender, "session": SessionUpdater}
+    updater = kinds[settings.pop("ranker")](Registry(tmp_path / "registry"), seed=cfg.seed, **settings)
+    assert updater.registry.ids() == []
 
 
 # Configs whose data is not on every machine: they skip, naming how to get it, where it is absent.

@@ -10,14 +10,19 @@
 - ``LiveRecommender`` (``perennial.recommend.live``): rank and feedback per unit, as the server runs them;
 - ``SessionRecommender`` (``perennial.recommend.session_model``): a GRU over a session's items that
   ranks the catalogue for the next one, trained window by window by ``SessionLearner``;
+- ``SessionUpdater`` (``perennial.recommend.session_continual``): the session model's versions behind a
+  paired NDCG@10 gate on held-out sessions, resumable from its registry; ``SessionSnapshot``
+  (``perennial.recommend.session_snapshot``): one version as the server runs it;
 - ``perennial.recommend.cold_start``: replaying held-out users as cold users, and interleaving.
 """
 
 from perennial.recommend.cold_start import ColdStartReport, ColdUser, cold_users, interleave_user, replay_user
 from perennial.recommend.continual import ContinualRecommender, RatingsReservoir, UpdateOutcome
-from perennial.recommend.live import BadFeedback, LiveRecommender
+from perennial.recommend.live import BadFeedback, LiveRecommender, ServedRecommender
 from perennial.recommend.model import Recommender
+from perennial.recommend.session_continual import SessionOutcome, SessionUpdater
 from perennial.recommend.session_model import SessionLearner, SessionRecommender, SessionState, SessionUpdate
+from perennial.recommend.session_snapshot import SessionSnapshot
 from perennial.recommend.sessions import (
     RateLimited,
     Session,
@@ -36,14 +41,18 @@ __all__ = [
     "RateLimited",
     "RatingsReservoir",
     "Recommender",
+    "ServedRecommender",
     "Session",
     "SessionError",
     "SessionExpired",
     "SessionLearner",
+    "SessionOutcome",
     "SessionRecommender",
+    "SessionSnapshot",
     "SessionState",
     "SessionStore",
     "SessionUpdate",
+    "SessionUpdater",
     "UnknownSession",
     "UpdateOutcome",
     "cold_users",

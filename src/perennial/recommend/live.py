@@ -1,7 +1,11 @@
 """The in-session half as a server runs it, without HTTP: ``rank(unit, k)`` starts or continues a unit's
-session and ranks the catalogue for it; ``feedback(unit, item, rating)`` updates that session's user
-vector at once, so the unit's next ``rank`` reflects it. The global model is only ever read.
+session and ranks the catalogue for it; ``feedback(unit, item, rating)`` updates that session's vector
+at once, so the unit's next ``rank`` reflects it. The global model is only ever read; it is either kind
+of served version (:class:`ServedRecommender`): matrix factorisation
+(:class:`~perennial.recommend.model.Recommender`) or the session model
+(:class:`~perennial.recommend.session_snapshot.SessionSnapshot`).
 
+>>> from perennial.recommend import Recommender
 >>> live = LiveRecommender(Recommender.synthetic(n_items=30, dim=4, seed=0))
 >>> before = live.rank("u1", k=5)["items"]
 >>> live.feedback("u1", item=before[-1], rating=5.0)["interactions"]
@@ -19,11 +23,11 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 
-from perennial.recommend.model import Recommender
 from perennial.recommend.sessions import Session, SessionError, SessionStore
 
 
@@ -31,17 +35,45 @@ class BadFeedback(SessionError):
     """Feedback that cannot be applied: an item outside the catalogue, a rating out of range."""
 
 
-class LiveRecommender:
-    """Sessions over one served :class:`Recommender` (``model``, replaced whole by ``swap``).
+class ServedRecommender(Protocol):
+    """What :class:`LiveRecommender` asks of a served version. ``session_vector`` of a session's read
+    items and ratings is None for an empty one, which ``recommend`` ranks by the version's own default
+    (the prior mean, or popularity). ``skip_rating``: how a shown-and-skipped item is recorded; NaN
+    means it is never read, only excluded from later rankings."""
 
-    A click is the rating ``click_rating``; a shown item not clicked, ``skip_rating``. A session keeps
-    its last ``max_interactions`` interactions. Sessions fitted under an earlier version are refitted
-    from their items when next used.
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def rating_range(self) -> tuple[float, float]: ...
+
+    @property
+    def skip_rating(self) -> float: ...
+
+    def __len__(self) -> int: ...
+
+    def rows(self, items: Iterable[Any] | np.ndarray) -> np.ndarray: ...
+
+    def session_vector(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray | None: ...
+
+    def recommend(
+        self, w: np.ndarray | None, k: int, exclude: Iterable[Any] | np.ndarray = ()
+    ) -> list[int]: ...
+
+
+class LiveRecommender:
+    """Sessions over one served version (``model``, replaced whole by ``swap``).
+
+    A click is the rating ``click_rating``; a shown item not clicked, ``skip_rating`` (default: the
+    model's, the lowest rating for matrix factorisation; a session model's NaN always wins). A session
+    keeps its last ``max_interactions`` interactions. Sessions fitted under an earlier version are
+    refitted from their items when next used; items the new version does not know are not read, but
+    stay excluded.
     """
 
     def __init__(
         self,
-        model: Recommender,
+        model: ServedRecommender,
         store: SessionStore | None = None,
         max_interactions: int = 200,
         click_rating: float = 4.0,
@@ -63,7 +95,7 @@ class LiveRecommender:
         self.skip_rating = skip_rating
         self._swap_lock = threading.Lock()
 
-    def swap(self, model: Recommender) -> None:
+    def swap(self, model: ServedRecommender) -> None:
         """Serve ``model`` from now on; sessions refit to it lazily."""
         with self._swap_lock:
             self.model = model
@@ -110,14 +142,17 @@ class LiveRecommender:
         return {"unit": unit, "version": model.version, "interactions": n}
 
     # ---- helpers ----------------------------------------------------------------------------------
-    def _target(self, model: Recommender, rating: float | None, click: bool | None) -> float:
+    def _target(self, model: ServedRecommender, rating: float | None, click: bool | None) -> float:
         if (rating is None) == (click is None):
             raise BadFeedback("give exactly one of 'rating' or 'click'")
         if click is not None:
             if not isinstance(click, bool):
                 raise BadFeedback(f"click must be true or false, got {click!r}")
-            skip = model.rating_range[0] if self.skip_rating is None else self.skip_rating
-            return self.click_rating if click else float(skip)
+            skip = float(model.skip_rating)
+            # A session model reads every item with a finite rating as an interaction: its NaN stays.
+            if self.skip_rating is not None and not math.isnan(skip):
+                skip = float(self.skip_rating)
+            return self.click_rating if click else skip
         low, high = model.rating_range
         if isinstance(rating, bool) or not isinstance(rating, int | float) or not math.isfinite(rating):
             raise BadFeedback(f"rating must be a finite number, got {rating!r}")
@@ -127,14 +162,17 @@ class LiveRecommender:
             )
         return float(rating)
 
-    def _fit(self, session: Session, model: Recommender) -> None:
-        # float32 halves what each of up to 100,000 live sessions holds; the scores are float32 anyway.
-        session.w = model.user_vector(session.items, session.ratings).astype(np.float32)
+    def _fit(self, session: Session, model: ServedRecommender) -> None:
+        items, ratings = session.items, session.ratings
+        # Read only what this version can: items it knows (a session may predate it) with a rating (a
+        # skip recorded under a session model is NaN). The rest stays in the session, excluded.
+        read = (model.rows(items) >= 0) & np.isfinite(ratings)
+        session.w = model.session_vector(items[read], ratings[read])
         session.version = model.version
 
-    def _vector(self, session: Session, model: Recommender) -> np.ndarray:
+    def _vector(self, session: Session, model: ServedRecommender) -> np.ndarray | None:
         if len(session) == 0:
-            return model.prior_mean
+            return None
         if session.version != model.version:
             self._fit(session, model)
         return session.w

@@ -145,16 +145,30 @@ class Recommender:
         rhs = self._prior_rhs + x.T @ (targets - self.offsets[rows]) / self.noise
         return np.linalg.solve(precision, rhs)
 
+    def session_vector(
+        self, items: Sequence[int] | np.ndarray, ratings: Sequence[float] | np.ndarray
+    ) -> np.ndarray | None:
+        """:meth:`user_vector` as a live session keeps it (float32 halves what each of up to 100,000
+        sessions holds; scores are float32 anyway), or None for no interactions (the prior mean)."""
+        if len(items) == 0:
+            return None
+        return self.user_vector(items, ratings).astype(np.float32)
+
+    @property
+    def skip_rating(self) -> float:
+        """The rating a shown-and-skipped item stands for: the lowest."""
+        return self.rating_range[0]
+
     # -- ranking ------------------------------------------------------------------------------------
 
     def scores(self, w: np.ndarray) -> np.ndarray:
         """Every catalogue item's score for the user vector ``w``, in row order."""
         return self.offsets + self.factors @ np.asarray(w, np.float32)
 
-    def recommend(self, w: np.ndarray, k: int, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
-        """The ``k`` best catalogue items for ``w`` (ids, best first), leaving out ``exclude``;
-        equal scores go to the smaller item id."""
-        return self.top(self.scores(w), k, exclude)
+    def recommend(self, w: np.ndarray | None, k: int, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
+        """The ``k`` best catalogue items for ``w`` (ids, best first; None: the prior mean), leaving
+        out ``exclude``; equal scores go to the smaller item id."""
+        return self.top(self.scores(self.prior_mean if w is None else w), k, exclude)
 
     def top(self, scores: np.ndarray, k: int, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
         """The ``k`` items with the highest ``scores`` (one per catalogue row), leaving out ``exclude``."""

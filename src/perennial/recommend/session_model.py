@@ -2,9 +2,10 @@
 for the next one (GRU4Rec-style, output tied to the item embeddings). It has no per-user parameters, so
 a user is served from their first interaction, and every interaction moves the ranking.
 
-Why a GRU rather than self-attention (SASRec): serving keeps one hidden state of ``dim`` floats per
-session, so an interaction costs one recurrent step plus one product with the item embeddings, whatever
-the session's length, and a live session weighs a few hundred bytes; on a few hundred training users
+Why a GRU rather than self-attention (SASRec): serving keeps one hidden state of ``dim`` floats and the
+last ``max_len`` item ids per session, so an interaction costs at most ``max_len`` recurrent steps plus
+one product with the item embeddings, whatever the session's length, and a live session weighs a few
+hundred bytes; on a few hundred training users
 the smaller model is also the one less likely to overfit.
 
 Tokens: 0 pads, 1 starts a session (so an empty session is ranked by the model's learned
@@ -23,7 +24,7 @@ replayed from a reservoir of past ones.
 40
 >>> learner.model.rank([0, 1, 2], k=1, exclude=[0, 1, 2])  # item i is always followed by item i + 1
 [3]
->>> state = learner.model.start()  # serving: one recurrent step per interaction
+>>> state = learner.model.start()  # serving: a state per live session
 >>> for item in (0, 1, 2, 3):
 ...     state = learner.model.observe(state, item)
 >>> learner.model.rank_state(state, k=1, exclude=state.items)
@@ -79,9 +80,8 @@ def _whole(name: str, value: object, low: int) -> int:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class SessionState:
-    """A live session as the model serves it: the hidden state after its interactions (float32, one
-    recurrent step per interaction), its last ``max_len`` item ids (oldest first, what a ranking
-    usually excludes) and how many interactions it has seen."""
+    """A live session as the model serves it: the hidden state after its last ``max_len`` interactions
+    (float32), their item ids (oldest first) and how many interactions it has seen in all."""
 
     hidden: np.ndarray
     items: np.ndarray
@@ -239,29 +239,34 @@ class SessionRecommender(L.LightningModule):
     @torch.no_grad()
     def start(self) -> SessionState:
         """A session with no interactions: the hidden state after the start token."""
-        hidden = self._step(torch.zeros(1, 1, self.dim), START)
-        return SessionState(hidden[0, 0].numpy().copy(), np.empty(0, np.int64), 0)
+        return self.session([])
 
     @torch.no_grad()
     def observe(self, state: SessionState, item: Any) -> SessionState:
-        """The session after one more interaction with ``item``: one recurrent step (``state`` is not
-        changed). An id outside the catalogue is a ``ValueError``; not a whole number, a ``TypeError``."""
-        row = int(self.known_rows([item])[0])
-        hidden = self._step(torch.from_numpy(state.hidden).view(1, 1, -1), row + OFFSET)
-        items = np.append(state.items, np.int64(item))[-self.max_len :]
-        return SessionState(hidden[0, 0].numpy().copy(), items, state.length + 1)
+        """The session after one more interaction with ``item`` (``state`` is not changed). An id outside
+        the catalogue is a ``ValueError``; not a whole number, a ``TypeError``.
 
-    def _step(self, hidden: torch.Tensor, token: int) -> torch.Tensor:
-        x = self.embedding[token].view(1, 1, -1)
-        _, h = self.gru(x, hidden.to(x))
-        return h.cpu()
+        The model reads a session as it was trained: the last ``max_len`` items, from a zero state (after
+        the start token while the session is shorter), so a step costs at most ``max_len`` recurrent
+        steps whatever the session's length, and a long session never runs the recurrence past the
+        lengths it was trained on."""
+        self.known_rows([item])
+        items = np.append(state.items, np.int64(item))[-self.max_len :]
+        return self._state(items, state.length + 1)
 
     @torch.no_grad()
     def session(self, session_items: Iterable[Any] | np.ndarray) -> SessionState:
-        """The state after ``session_items`` in order, in one pass (the same as observing them one by one)."""
+        """The state after ``session_items`` in order (the same as observing them one by one)."""
         ids = item_ids(session_items, "session item")
-        hidden = self._run(ids)[-1]
-        return SessionState(hidden.numpy().copy(), ids[-self.max_len :].copy(), len(ids))
+        return self._state(ids[-self.max_len :].copy(), len(ids))
+
+    def _state(self, window: np.ndarray, length: int) -> SessionState:
+        rows = self.known_rows(window) + OFFSET
+        # Shorter than a chunk: the start token opens it, as in training; a full chunk opens on its
+        # first item (a training chunk's "previous" item).
+        tokens = rows if length >= self.max_len else np.concatenate([[START], rows])
+        out, _ = self.gru(self.embedding[torch.from_numpy(tokens).to(self.item_ids)][None])
+        return SessionState(out[0, -1].cpu().numpy().copy(), window, length)
 
     def _run(self, ids: np.ndarray) -> torch.Tensor:
         """Hidden states after the start token and after each of ``ids``: ``(len(ids) + 1, dim)``."""
@@ -278,7 +283,8 @@ class SessionRecommender(L.LightningModule):
 
     @torch.no_grad()
     def prefix_scores(self, session_items: Iterable[Any] | np.ndarray) -> np.ndarray:
-        """Scores by row after 0, 1, ..., n of the session's n items: ``(n + 1, items)``, one pass."""
+        """Scores by row after 0, 1, ..., n of the session's n items: ``(n + 1, items)``, one pass. Equal
+        to :meth:`session`'s for prefixes shorter than ``max_len`` (longer ones are read windowed)."""
         return (
             self.logits(self._run(item_ids(session_items, "session item")).to(self.embedding)).cpu().numpy()
         )
@@ -477,6 +483,7 @@ class SessionLearner:
             "weight_decay": weight_decay,
             "seed": seed,
         }
+        SessionRecommender(1, **self.model_settings)  # a bad model setting fails now, naming it
         self.horizon = _whole("horizon", horizon, 1)
         if like is not None and not (isinstance(like, int | float) and math.isfinite(like)):
             raise ValueError(f"like must be a finite rating or None, got {like!r}")

@@ -2,7 +2,8 @@
 request and feedback log, and hot swaps. ``perennial-serve serve.registry=PATH`` runs it; docs/serve.md.
 
 - ``create_app`` / ``ModelServer`` / ``ServeSettings`` (``perennial.serve.app``): the FastAPI app;
-- ``RequestLog`` / ``analyze`` (``perennial.serve.log``): the group-committed SQLite log and its analysis;
+- ``RequestLog`` / ``analyze`` / ``read_interactions`` (``perennial.serve.log``): the group-committed
+  SQLite log, its analysis, and the recommender's logged interactions (the next window's training data);
 - ``ModelStore`` / ``Deployment`` (``perennial.serve.models``): versions, and what serves now;
 - ``perennial.serve.rollouts``: the registry's live rollouts, advanced from the log by any replica.
 
@@ -10,7 +11,7 @@ FastAPI is imported only when an app is built, so importing this package stays c
 """
 
 from perennial.serve.app import ModelServer, ServeSettings, create_app
-from perennial.serve.log import RequestLog, analyze
+from perennial.serve.log import RequestLog, analyze, read_interactions
 from perennial.serve.models import Deployment, ModelStore
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "ServeSettings",
     "analyze",
     "create_app",
+    "read_interactions",
 ]

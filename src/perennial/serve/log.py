@@ -6,7 +6,8 @@ A writer that falls behind makes requests wait (the queue is bounded) but never 
 feedback through the same ``perennial.rollout`` classes the server used, to recompute a rollout's
 statistics. Each request keeps its rows as the client sent them (``inputs``), so that with its
 feedback the log is training data (:class:`perennial.data.serve_log.ServeLogStream`), read by
-other processes while the server writes.
+other processes while the server writes. In recommender mode every accepted ``/feedback`` is a row of
+``interactions``; :func:`read_interactions` reads them as the next window's training data.
 
 >>> import tempfile, os
 >>> log = RequestLog(os.path.join(tempfile.mkdtemp(), "log.sqlite"))
@@ -14,12 +15,17 @@ other processes while the server writes.
 >>> log.write_feedback("r1", [1])
 >>> log.request("r1")["arm"], log.feedback_count()
 ('v1', 1)
+>>> log.write_interaction("user-1", item=318, version="v1", rating=4.5)
 >>> log.close()
+>>> read_interactions(log.path)[["unit", "item", "rating", "click"]]
+     unit  item  rating  click
+0  user-1   318     4.5   <NA>
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import queue
 import sqlite3
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection to the log waits on a lock before it gives up
 
@@ -68,6 +75,15 @@ CREATE TABLE IF NOT EXISTS rollouts (
     started_at REAL NOT NULL,
     ended_at REAL,
     outcome TEXT
+);
+CREATE TABLE IF NOT EXISTS interactions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    unit TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    rating REAL,
+    click INTEGER,
+    version TEXT NOT NULL,
+    at REAL NOT NULL
 );
 """
 
@@ -302,6 +318,31 @@ class RequestLog:
             (request_id, json.dumps(list(labels)), time.time()),
         )
 
+    def write_interaction(
+        self,
+        unit: str,
+        item: int,
+        version: str,
+        rating: float | None = None,
+        click: bool | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Log one accepted recommender feedback (a ``rating`` or a ``click``) of ``unit`` on ``item``
+        under ``version``, at ``at`` (wall-clock seconds, default now); returns once it is committed."""
+        if (rating is None) == (click is None):
+            raise ValueError("an interaction has exactly one of a rating or a click")
+        self._submit_sync(
+            "INSERT INTO interactions (unit, item, rating, click, version, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                unit,
+                int(item),
+                None if rating is None else float(rating),
+                None if click is None else int(click),
+                version,
+                time.time() if at is None else float(at),
+            ),
+        )
+
     # ---- reads ------------------------------------------------------------------------------------
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged request with its shadow predictions ({version: predictions}), or None."""
@@ -335,6 +376,63 @@ class RequestLog:
             self._queue.put(_STOP)
             self._thread.join()
         self._reader.close()
+
+
+# ---- interactions, as training data -------------------------------------------------------------------
+def unit_user_id(unit: str) -> int:
+    """The stable int64 user id of a unit: the first 8 bytes of the BLAKE2b hash of its UTF-8 text, big
+    endian, with the sign bit cleared (the same in every process and run, unlike ``hash``).
+
+    >>> unit_user_id("user-1") == unit_user_id("user-1") >= 0
+    True
+    """
+    digest = hashlib.blake2b(unit.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def read_interactions(path: str | Path, after_seq: int = 0) -> pd.DataFrame:
+    """The interactions logged after ``after_seq``, in the order they were accepted: columns ``seq``,
+    ``unit``, ``user`` (:func:`unit_user_id`), ``item``, ``rating`` (NaN for a click), ``click`` (a
+    nullable boolean, NA for a rating), ``version`` (the one that served the session) and
+    ``timestamp`` (wall-clock seconds). Opens the log read-only, so a running server keeps writing;
+    pass the last ``seq`` read to get only what came since."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no request log there (perennial-serve writes serve.log)")
+    columns = ["seq", "unit", "item", "rating", "click", "version", "at"]
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as err:
+        raise ValueError(f"{path}: cannot open the request log: {err}") from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "interactions" not in tables:
+            raise ValueError(
+                f"{path}: not a recommender serve log: it has no interactions table "
+                f"(tables: {sorted(tables) or 'none'})"
+            )
+        rows = conn.execute(
+            f"SELECT {', '.join(columns)} FROM interactions WHERE seq > ? ORDER BY seq", (int(after_seq),)
+        ).fetchall()
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise
+        raise ValueError(f"{path}: not a readable SQLite request log: {err}") from None
+    finally:
+        conn.close()
+    seq, units, items, ratings, clicks, versions, at = zip(*rows, strict=True) if rows else [()] * 7
+    return pd.DataFrame(
+        {
+            "seq": np.array(seq, np.int64),
+            "unit": pd.Series(units, dtype=object),
+            "user": np.array([unit_user_id(u) for u in units], np.int64),
+            "item": np.array(items, np.int64),
+            "rating": np.array([np.nan if r is None else r for r in ratings], np.float64),
+            "click": pd.array([None if c is None else bool(c) for c in clicks], dtype="boolean"),
+            "version": pd.Series(versions, dtype=object),
+            "timestamp": np.array(at, np.float64),
+        }
+    )
 
 
 # ---- analysis ---------------------------------------------------------------------------------------

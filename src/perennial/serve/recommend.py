@@ -1,12 +1,17 @@
 """The server's recommender mode (``serve.mode=recommender``): the registry's champion is a recommender
 version (``perennial.recommend``), ``POST /rank`` ranks the catalogue for a unit's session and
-``POST /feedback`` updates that session at once, so the unit's next ``/rank`` reflects it.
+``POST /feedback`` updates that session at once, so the unit's next ``/rank`` reflects it. The
+champion is either kind of version, told apart by its stored config: matrix factorisation
+(:class:`~perennial.recommend.Recommender`) or the session model
+(:class:`~perennial.recommend.session_snapshot.SessionSnapshot`).
 
 Sessions live in the server's memory only (bounded, with a time-to-live); they are never written
 into the global model, which changes only through a gated registry version and ``POST /reload``.
-See docs/serve.md.
+Every accepted feedback is logged durably (the ``interactions`` table of the request log): the
+training data of the next version. See docs/serve.md.
 """
 
+import logging
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,10 +26,14 @@ from perennial.recommend import (
     SessionStore,
     UnknownSession,
 )
+from perennial.recommend.live import ServedRecommender
+from perennial.recommend.session_snapshot import SessionSnapshot, is_session_version
 from perennial.registry import Registry
 from perennial.serve.app import ServeError, ServeSettings
+from perennial.serve.log import RequestLog
 from perennial.serve.metrics import Metrics
 
+log = logging.getLogger("perennial.serve")
 # Paths of the classifier mode, answered with a pointer to this mode's endpoints instead of a bare 404.
 CLASSIFIER_PATHS = ("/predict", "/rollout", "/promote", "/rollback")
 SESSION_COUNTS = {
@@ -54,28 +63,57 @@ class RecommenderServer:
             click_rating=settings.click_rating,
             max_k=settings.max_k,
         )
+        self.log = RequestLog(
+            settings.log or self.registry_path / "serve-log.sqlite",
+            max_queue=settings.log_queue,
+            synchronous=settings.log_synchronous,
+        )
         self.metrics = Metrics()
         self.feedback_total = 0
+        self.logged = 0
         self.reloads = 0
         m = self.metrics
         m.watch("session_feedback", "counter", "Feedback recorded into sessions", lambda: self.feedback_total)
+        m.watch("interactions_logged", "counter", "Feedback committed to the log", lambda: self.logged)
+        m.watch("log_commits", "counter", "Group commits of the request log", lambda: self.log.groups)
         m.watch("sessions_live", "gauge", "Live sessions", lambda: store.stats()["live"])
         for name, help_text in SESSION_COUNTS.items():
             m.watch(f"sessions_{name}", "counter", help_text, lambda name=name: store.stats()[name])
         self._admin = threading.Lock()
         self._count = threading.Lock()
+        # Follow the registry: a version the updater promotes serves within poll_s, no /reload needed.
+        self.follow_note: str | None = None  # why the registry's champion is not served, if it is not
+        self._refused: str | None = None  # a champion that failed to load: not retried every poll
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        if settings.follow:
+            if not settings.poll_s > 0:
+                raise ValueError(f"serve.poll_s must be a number of seconds > 0, got {settings.poll_s!r}")
+            self._follower = threading.Thread(target=self._follow_loop, name="follow-registry", daemon=True)
+            self._follower.start()
 
-    def _champion(self) -> Recommender:
+    def _champion(self) -> ServedRecommender:
+        """The registry's champion, built as the kind its config names."""
         with Registry(self.registry_path, create=False) as registry:
             champion = registry.champion()
             if champion is None:
                 raise ValueError(
                     f"the registry {self.registry_path} has no champion to serve; promote a version first"
                 )
-            return Recommender.from_registry(registry, champion)
+            if not is_session_version(registry.get(champion).config):
+                return Recommender.from_registry(registry, champion)
+            try:
+                return SessionSnapshot.from_registry(registry, champion)
+            except (RuntimeError, TypeError) as err:  # torch's shape mismatch, a setting of the wrong type
+                raise ValueError(f"version {champion} cannot be loaded as a session model: {err}") from None
 
     def close(self) -> None:
-        """Nothing to flush: sessions are in memory by design."""
+        """Stop following and commit what the log holds; sessions are in memory by design and go with
+        the process."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join()
+        self.log.close()
 
     @property
     def store(self) -> SessionStore:
@@ -101,6 +139,10 @@ class RecommenderServer:
             raise ServeError(410, str(err)) from None
         with self._count:
             self.feedback_total += 1
+        # Answered only once on disk: what a unit was told is recorded is in the next window's data.
+        self.log.write_interaction(unit, item, answer["version"], rating=rating, click=click)
+        with self._count:
+            self.logged += 1
         return answer
 
     # ---- admin ------------------------------------------------------------------------------------
@@ -118,15 +160,44 @@ class RecommenderServer:
                 self.reloads += 1
             return {"version": model.version, "previous": previous}
 
+    def poll_registry(self) -> None:
+        """One poll of the follower: serve the registry's champion if another process changed it. A
+        champion that cannot be served, or a registry that cannot be read, is said in ``/status`` and
+        logged, never raised: what is loaded goes on serving."""
+        wanted = None
+        try:
+            with Registry(self.registry_path, create=False) as registry:
+                wanted = registry.champion()
+            if wanted is None or wanted == self._refused:
+                return
+            self._refused = None  # the registry moved on: a later return of a refused one is tried again
+            if wanted != self.live.model.version:
+                self.reload()
+            self.follow_note = None
+        except ServeError as err:
+            self._refused = wanted
+            self.follow_note = f"the registry's champion is {wanted}, which is refused: {err}"
+            log.error("%s", self.follow_note)
+        except Exception as err:  # deleted, damaged or locked past the busy timeout
+            self.follow_note = f"cannot read the registry: {type(err).__name__}: {err}"
+            log.error("%s", self.follow_note)
+
+    def _follow_loop(self) -> None:
+        while not self._stop.wait(self.settings.poll_s):
+            self.poll_registry()
+
     # ---- reporting --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         model = self.live.model
         s = self.settings
+        session = isinstance(model, SessionSnapshot)
         return {
             "mode": "recommender",
             "version": model.version,
+            "ranker": "session" if session else "matrix_factorization",
             "catalogue": len(model),
-            "dim": model.dim - 1,
+            # A session model's hidden state; a factorisation's embedding (its vectors add a bias).
+            "dim": model.dim if session else model.dim - 1,
             "sessions": self.store.stats(),
             "settings": {
                 "max_sessions": s.max_sessions,
@@ -138,6 +209,9 @@ class RecommenderServer:
                 "max_k": s.max_k,
             },
             "reloads": self.reloads,
+            "follow": self.settings.follow,
+            "note": self.follow_note,
+            "log": str(self.log.path),
         }
 
     def metrics_text(self) -> str:
