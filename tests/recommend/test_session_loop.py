@@ -4,20 +4,20 @@ next scheduled run continues the same registry on the periods of the log that ha
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from perennial.cli.recommend import log_ratings, log_windows
 from perennial.registry import Registry
 from perennial.serve import ServeSettings, create_app
+
+from .test_cli_recommend import perennial_recommend as cli_recommend
+from .test_cli_recommend import ratings_csv
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -34,28 +34,7 @@ SMALL = [
 
 
 def perennial_recommend(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "perennial.cli.recommend", "progress=false", *SMALL, *overrides],
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def ratings_csv(path: Path, n: int = 3000) -> Path:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(
-        {
-            "userId": rng.integers(1, 80, n),
-            "movieId": rng.integers(1, 120, n),
-            "rating": rng.choice([1.0, 2.5, 4.0, 5.0], n),
-            "timestamp": np.sort(rng.integers(1_500_000_000, 1_600_000_000, n)),
-        }
-    ).drop_duplicates(["userId", "movieId"])
-    frame.to_csv(path, index=False)
-    return path
+    return cli_recommend(*SMALL, *overrides, cwd=cwd)
 
 
 def test_served_interactions_become_the_next_versions_training_data(tmp_path):

@@ -300,10 +300,7 @@ class ContinualRecommender:
         windows: list[int],
         kind: str,
     ) -> None:
-        numbers = {
-            key: (None if isinstance(value, float) and math.isnan(value) else value)
-            for key, value in asdict(outcome).items()
-        }
+        numbers = json_numbers(outcome)
         record = VersionRecord(
             outcome.version,
             outcome.parent,
@@ -315,21 +312,41 @@ class ContinualRecommender:
             metrics={f"hr@{self.k}": numbers["candidate_hr"], "gate": numbers},
             created_window=outcome.window,
         )
-        with self.registry.transaction():
-            self.registry.add(
-                record,
-                model.state_dict(),
-                extras={"trainer": ranker.state_dict(), "replay": self.reservoir.state_dict()},
-            )
-            if outcome.decision == "promoted":
-                reason = "first version" if outcome.parent is None else self._reason(outcome)
-                self.registry.promote(outcome.version, window=outcome.window, reason=reason)
-            else:
-                self.registry.reject(outcome.version, window=outcome.window)
-            self.registry.record_decision(outcome.version, outcome.window, outcome.decision, numbers)
+        extras = {"trainer": ranker.state_dict(), "replay": self.reservoir.state_dict()}
+        reason = "first version" if outcome.parent is None else self._reason(outcome)
+        record_update(self.registry, record, model.state_dict(), extras, outcome.decision, numbers, reason)
 
     def _reason(self, outcome: UpdateOutcome) -> str:
         return (
             f"HR@{self.k} {outcome.candidate_hr:.4f} vs champion {outcome.champion_hr:.4f} "
             f"(tolerance {self.tolerance:g}, {outcome.gate_users} users)"
         )
+
+
+def json_numbers(outcome: Any) -> dict[str, Any]:
+    """An update outcome's fields as JSON numbers (NaN, for "not measured", as null)."""
+    return {
+        key: (None if isinstance(value, float) and math.isnan(value) else value)
+        for key, value in asdict(outcome).items()
+    }
+
+
+def record_update(
+    registry: Registry,
+    record: VersionRecord,
+    weights: dict[str, torch.Tensor],
+    extras: dict[str, Any],
+    decision: str,
+    numbers: dict[str, Any],
+    reason: str,
+) -> None:
+    """Add a recommender's version and its gate decision ("promoted" or "rejected") in one registry
+    transaction: a stopped updater leaves either both or neither."""
+    window = record.created_window
+    with registry.transaction():
+        registry.add(record, weights, extras=extras)
+        if decision == "promoted":
+            registry.promote(record.id, window=window, reason=reason)
+        else:
+            registry.reject(record.id, window=window)
+        registry.record_decision(record.id, window, decision, numbers)

@@ -34,13 +34,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from perennial.recommend.continual import json_numbers, record_update
 from perennial.recommend.metrics import ndcg_at_k
 from perennial.recommend.session_model import SessionLearner, item_ids
 from perennial.recommend.session_snapshot import RANKER, SessionSnapshot, is_session_version
@@ -304,10 +305,7 @@ class SessionUpdater:
         pending_windows: list[int],
     ) -> None:
         """Write the version, its decision and the state to continue from, in one transaction."""
-        numbers = {
-            key: (None if isinstance(value, float) and math.isnan(value) else value)
-            for key, value in asdict(outcome).items()
-        }
+        numbers = json_numbers(outcome)
         record = VersionRecord(
             outcome.version,
             outcome.parent,
@@ -328,13 +326,9 @@ class SessionUpdater:
                 "counts": torch.tensor([popularity[i] for i in items], dtype=torch.float64),
             },
         }
-        with self.registry.transaction():
-            self.registry.add(record, snapshot.state_dict(), extras=extras)
-            if outcome.decision == "promoted":
-                self.registry.promote(outcome.version, window=outcome.window, reason=outcome.reason)
-            else:
-                self.registry.reject(outcome.version, window=outcome.window)
-            self.registry.record_decision(outcome.version, outcome.window, outcome.decision, numbers)
+        with self.registry.transaction():  # the version, its decision and the resume point: all or none
+            weights = snapshot.state_dict()
+            record_update(self.registry, record, weights, extras, outcome.decision, numbers, outcome.reason)
             state = {"window": outcome.window, "version": outcome.version, "pending_windows": pending_windows}
             self.registry.set_state(STATE_KEY, state)
 
