@@ -296,3 +296,19 @@ def test_the_server_follows_the_registry_to_a_newly_promoted_version(registry, t
         status = c.get("/status").json()
         assert status["version"] == "v1.1" and "v1.2" in status["note"] and "refused" in status["note"]
         assert rank(c, "a")["version"] == "v1.1"
+
+
+def test_a_version_with_non_finite_weights_is_refused_on_reload_and_the_served_one_goes_on(registry, trained):
+    learner, popularity = trained
+    snapshot = SessionSnapshot("v1.1", learner.model, popularity=popularity, rating_range=(1.0, 5.0))
+    weights = snapshot.state_dict()
+    weights["embedding"] = weights["embedding"].clone()
+    weights["embedding"][3, 0] = float("nan")
+    with client(registry, follow=False) as c:
+        with Registry(registry) as reg:
+            config = {"recommender": {"ranker": "session", "model": learner.model.config}}
+            reg.add(VersionRecord("v1.1", "v1", "stateful", config=config), weights)
+            reg.promote("v1.1")
+        answer = c.post("/reload", headers=ADMIN)
+        assert answer.status_code == 409 and "not finite" in answer.text
+        assert rank(c, "a")["version"] == "v1"

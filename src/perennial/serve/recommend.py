@@ -94,12 +94,14 @@ class RecommenderServer:
 
     def _champion(self) -> ServedRecommender:
         """The registry's champion, built as the kind its config names."""
-        with Registry(self.registry_path, create=False) as registry:
+        # Read-only: a server never changes the registry it serves.
+        with Registry(self.registry_path, create=False, readonly=True) as registry:
             champion = registry.champion()
             if champion is None:
                 raise ValueError(
                     f"the registry {self.registry_path} has no champion to serve; promote a version first"
                 )
+            registry.verify(champion)  # checksums and finite weights (CorruptVersion, a ValueError)
             if not is_session_version(registry.get(champion).config):
                 return Recommender.from_registry(registry, champion)
             try:
@@ -166,7 +168,7 @@ class RecommenderServer:
         logged, never raised: what is loaded goes on serving."""
         wanted = None
         try:
-            with Registry(self.registry_path, create=False) as registry:
+            with Registry(self.registry_path, create=False, readonly=True) as registry:
                 wanted = registry.champion()
             if wanted is None or wanted == self._refused:
                 return
